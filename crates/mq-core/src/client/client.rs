@@ -1,0 +1,116 @@
+//! [`Client`]: the handle applications hold.
+
+use std::sync::Arc;
+
+use crate::client::publish::Publisher;
+use crate::client::{Admin, ConsumerBuilder, Producer};
+use crate::delay::DelayEmulator;
+use crate::driver::{Capabilities, Driver, Support};
+use crate::error::Result;
+
+/// A connection to one backend. Cheap to clone; clones share the connection.
+///
+/// Made by `mq::connect(url)` or, for a driver at hand, [`Client::new`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mq_core::Result<()> {
+/// use mq_core::{Client, Message};
+/// let client = Client::new(mq_core::memory::MemoryDriver::new());
+/// let receipt = client.producer().send(Message::new("orders", "hello")).await?;
+/// assert_eq!(&*receipt.topic, "orders");
+/// client.close().await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) capabilities: Capabilities,
+    pub(crate) publisher: Publisher,
+}
+
+impl Client {
+    /// Wraps a driver. The core emulates delay and per-group redelivery
+    /// delays where the driver lacks them.
+    pub fn new(driver: impl Driver) -> Self {
+        Self::from_arc(Arc::new(driver))
+    }
+
+    /// Wraps a shared driver.
+    pub fn from_arc(driver: Arc<dyn Driver>) -> Self {
+        let native = driver.capabilities();
+        let mut capabilities = native.clone();
+        if capabilities.delay == Support::Unsupported {
+            capabilities.delay = Support::Emulated;
+            capabilities.delay_precision = DelayEmulator::PRECISION;
+        }
+        if capabilities.redelivery_delay == Support::Unsupported {
+            capabilities.redelivery_delay = Support::Emulated;
+        }
+        let delay = (native.delay != Support::Native).then(|| DelayEmulator::new(driver.clone()));
+        let publisher = Publisher::new(driver.clone(), capabilities.clone(), delay);
+        Client {
+            inner: Arc::new(ClientInner {
+                driver,
+                capabilities,
+                publisher,
+            }),
+        }
+    }
+
+    /// The backend's name (`memory`, `native`, `kafka`, ...).
+    pub fn backend(&self) -> &'static str {
+        self.inner.driver.backend()
+    }
+
+    /// What this client can do on its backend: native, emulated or unsupported, and limits.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.inner.capabilities
+    }
+
+    /// A producer. Cheap; make as many as convenient.
+    pub fn producer(&self) -> Producer {
+        Producer {
+            client: self.clone(),
+        }
+    }
+
+    /// Starts configuring a consumer of `topic` in `group`.
+    pub fn consumer(&self, topic: impl Into<String>, group: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder::new(self.clone(), topic.into(), group.into())
+    }
+
+    /// Topic management and lag.
+    pub fn admin(&self) -> Admin {
+        Admin {
+            client: self.clone(),
+        }
+    }
+
+    /// The driver underneath, for backend-specific tools and tests.
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.inner.driver
+    }
+
+    /// Stops background work (the delay forwarder) and closes the driver.
+    pub async fn close(&self) -> Result<()> {
+        self.inner.publisher.shutdown().await;
+        self.inner.driver.close().await
+    }
+
+    pub(crate) fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,238 @@
+//! [`ConsumerBuilder`]: configure a consumer, then run a handler on it or
+//! read it as a stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::client::{Client, Subscription};
+use crate::driver::{StartFrom, SubscribeSpec, Support};
+use crate::error::{Error, Result};
+use crate::message::{validate_group, validate_topic};
+use crate::runtime::{
+    retry_topic, run_batches, run_handler, stack, BatchHandler, BatchSettings, ConsumerHandle,
+    DeadLetter, Handler, Layer, RetryPolicy, RunSettings, Settler, Shared,
+};
+
+/// Configures a consumer of one topic in one group. Get one from
+/// [`Client::consumer`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mq_core::Result<()> {
+/// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+/// use std::time::Duration;
+/// use mq_core::{handler_fn, Delivery, RetryPolicy};
+///
+/// let consumer = client
+///     .consumer("orders", "billing")
+///     .concurrency(16)
+///     .retry(RetryPolicy::new(5).with_backoff(Duration::from_millis(100), Duration::from_secs(5)))
+///     .run(handler_fn(|d: Delivery| async move {
+///         println!("order {:?}", d.message().payload_str()?);
+///         Ok(())
+///     }))
+///     .await?;
+/// consumer.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a consumer does nothing until run or subscribed"]
+pub struct ConsumerBuilder {
+    client: Client,
+    topic: String,
+    group: String,
+    concurrency: usize,
+    prefetch: usize,
+    ordered: bool,
+    start: StartFrom,
+    policy: RetryPolicy,
+    dead_letter: DeadLetter,
+    shutdown_timeout: Duration,
+    layers: Vec<Arc<dyn Layer>>,
+}
+
+impl ConsumerBuilder {
+    pub(crate) fn new(client: Client, topic: String, group: String) -> Self {
+        ConsumerBuilder {
+            client,
+            topic,
+            group,
+            concurrency: 8,
+            prefetch: 512,
+            ordered: true,
+            start: StartFrom::Earliest,
+            policy: RetryPolicy::default(),
+            dead_letter: DeadLetter::Suffix,
+            shutdown_timeout: Duration::from_secs(30),
+            layers: Vec::new(),
+        }
+    }
+
+    /// Handlers running at once (default 8). Messages with one key never run
+    /// concurrently nor out of order; different keys run in parallel.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Most messages held unsettled at once, fetched ahead of the handlers
+    /// (default 512). Bounds memory: a slow handler slows fetching.
+    pub fn prefetch(mut self, n: usize) -> Self {
+        self.prefetch = n;
+        self
+    }
+
+    /// Ordered (default): a failing message is retried in place, blocking
+    /// only its key, so per-key order holds across retries. Unordered: it is
+    /// redelivered later and later messages of its key go ahead.
+    pub fn ordered(mut self, ordered: bool) -> Self {
+        self.ordered = ordered;
+        self
+    }
+
+    /// Where a group seen for the first time starts (default earliest).
+    pub fn start_from(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Retry policy (default: 5 attempts, 200 ms doubling to 30 s, 20% jitter).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Shorthand to set only the attempts of the retry policy.
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.policy.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Where messages go after the last attempt or a reject (default `<topic>.dlq`).
+    pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// How long [`ConsumerHandle::shutdown`] waits for in-flight handlers (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// Adds middleware around the handler; the first added is outermost.
+    pub fn layer(mut self, layer: impl Layer) -> Self {
+        self.layers.push(Arc::new(layer));
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        validate_topic(&self.topic)?;
+        validate_group(&self.group)?;
+        if self.concurrency == 0 {
+            return Err(Error::invalid("concurrency", "0", "must be at least 1"));
+        }
+        if self.prefetch == 0 {
+            return Err(Error::invalid("prefetch", "0", "must be at least 1"));
+        }
+        if let DeadLetter::Topic(topic) = &self.dead_letter {
+            validate_topic(topic)?;
+        }
+        Ok(())
+    }
+
+    /// Joins the group and returns the settler for its subscription.
+    async fn open(&self) -> Result<Arc<Settler>> {
+        self.validate()?;
+        let inner = &self.client.inner;
+        if let Some(delay) = inner.publisher.delay_emulator() {
+            delay.ensure_running();
+        }
+        let mut topics = vec![self.topic.clone()];
+        if inner.driver.capabilities().redelivery_delay != Support::Native {
+            topics.push(retry_topic(&self.group, &self.topic));
+        }
+        let subscription = inner
+            .driver
+            .subscribe(SubscribeSpec {
+                topics,
+                group: self.group.clone(),
+                start: self.start,
+                prefetch: self.prefetch,
+            })
+            .await?;
+        Ok(Arc::new(Settler::new(
+            self.client.clone(),
+            Arc::from(subscription),
+            Arc::from(self.group.as_str()),
+            self.policy.clone(),
+            self.dead_letter.clone(),
+            self.prefetch,
+        )))
+    }
+
+    fn settings(&self) -> RunSettings {
+        RunSettings {
+            concurrency: self.concurrency,
+            prefetch: self.prefetch,
+            ordered: self.ordered,
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+
+    /// Joins the group and runs `handler` on every message until shut down.
+    pub async fn run(self, handler: impl Handler) -> Result<ConsumerHandle> {
+        let settler = self.open().await?;
+        let handler = stack(Arc::new(handler), &self.layers);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let shared = Shared::new(settler, self.settings(), stop_rx);
+        Ok(ConsumerHandle::new(
+            stop,
+            tokio::spawn(run_handler(shared, handler)),
+        ))
+    }
+
+    /// Joins the group and runs `handler` on batches of up to `max_messages`,
+    /// or what arrived within `max_wait`. Each of `concurrency` lanes holds
+    /// a share of the keys, so per-key order holds. A batch succeeds or fails
+    /// as a whole. Layers apply to single-message handlers only.
+    pub async fn run_batch(
+        self,
+        handler: impl BatchHandler,
+        max_messages: usize,
+        max_wait: Duration,
+    ) -> Result<ConsumerHandle> {
+        if max_messages == 0 {
+            return Err(Error::invalid("max_messages", "0", "a batch holds at least one message"));
+        }
+        let settler = self.open().await?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let shared = Shared::new(settler, self.settings(), stop_rx);
+        let batch = BatchSettings {
+            max_messages,
+            max_wait,
+        };
+        Ok(ConsumerHandle::new(
+            stop,
+            tokio::spawn(run_batches(shared, Arc::new(handler), batch)),
+        ))
+    }
+
+    /// Joins the group and returns the deliveries as a stream; settle each
+    /// with [`Delivery::ack`](crate::Delivery::ack), `nack` or `dead_letter`.
+    pub async fn subscribe(self) -> Result<Subscription> {
+        let settler = self.open().await?;
+        Ok(Subscription::new(settler))
+    }
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("concurrency", &self.concurrency)
+            .field("prefetch", &self.prefetch)
+            .field("ordered", &self.ordered)
+            .finish_non_exhaustive()
+    }
+}

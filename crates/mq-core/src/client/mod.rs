@@ -1,0 +1,18 @@
+//! The user API: [`Client`], [`Producer`], [`Transaction`], [`ConsumerBuilder`],
+//! [`Subscription`] and [`Admin`].
+
+mod admin;
+#[allow(clippy::module_inception)]
+mod client;
+mod consumer;
+mod producer;
+pub(crate) mod publish;
+mod subscription;
+mod transaction;
+
+pub use admin::Admin;
+pub use client::Client;
+pub use consumer::ConsumerBuilder;
+pub use producer::Producer;
+pub use subscription::Subscription;
+pub use transaction::Transaction;

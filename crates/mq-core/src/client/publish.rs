@@ -1,0 +1,190 @@
+//! The one publish path: validation, ids, size limits, capability checks and
+//! delay routing, shared by producers, transactions and the runtime's own
+//! republishing (retries, dead letters, delay hops).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::delay::DelayEmulator;
+use crate::driver::{Capabilities, Driver, DriverTransaction, Support};
+use crate::error::{Error, Result};
+use crate::message::{
+    reserved, validate_any_topic, validate_header_name, validate_topic, Message, Receipt,
+};
+
+/// Who is publishing: users may not touch reserved topics and headers; the
+/// runtime's republishing must.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    User,
+    Internal,
+}
+
+pub(crate) struct Publisher {
+    driver: Arc<dyn Driver>,
+    capabilities: Capabilities,
+    delay: Option<DelayEmulator>,
+}
+
+/// A message ready for the driver, and the destination to report in its
+/// receipt when it was parked in a delay topic.
+struct Prepared {
+    message: Message,
+    delayed_destination: Option<Arc<str>>,
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        driver: Arc<dyn Driver>,
+        capabilities: Capabilities,
+        delay: Option<DelayEmulator>,
+    ) -> Self {
+        Publisher {
+            driver,
+            capabilities,
+            delay,
+        }
+    }
+
+    pub(crate) fn delay_emulator(&self) -> Option<&DelayEmulator> {
+        self.delay.as_ref()
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        if let Some(delay) = &self.delay {
+            delay.shutdown().await;
+        }
+    }
+
+    fn prepare(&self, mut message: Message, origin: Origin, now: SystemTime) -> Result<Prepared> {
+        match origin {
+            Origin::User => {
+                validate_topic(message.topic())?;
+                for (name, _) in message.headers().iter() {
+                    validate_header_name(name)?;
+                }
+            }
+            Origin::Internal => validate_any_topic(message.topic())?,
+        }
+        let size = message.encoded_len();
+        if size > self.capabilities.max_message_bytes {
+            return Err(Error::TooLarge {
+                size,
+                limit: self.capabilities.max_message_bytes,
+            });
+        }
+        message.set_id_if_absent();
+        if message.idempotency_key().is_some()
+            && self.capabilities.idempotent_publish != Support::Native
+        {
+            return Err(Error::unsupported(
+                "idempotent publish",
+                self.driver.backend(),
+            ));
+        }
+        let Some(due) = message.due_at(now) else {
+            return Ok(Prepared {
+                message,
+                delayed_destination: None,
+            });
+        };
+        let Ok(wait) = due.duration_since(now) else {
+            message.clear_delay();
+            return Ok(Prepared {
+                message,
+                delayed_destination: None,
+            });
+        };
+        if wait > self.capabilities.max_delay {
+            return Err(Error::invalid(
+                "delay",
+                format!("{wait:?}"),
+                format!(
+                    "the {} backend accepts delays up to {:?}",
+                    self.driver.backend(),
+                    self.capabilities.max_delay
+                ),
+            ));
+        }
+        match &self.delay {
+            None => Ok(Prepared {
+                message: message.with_deliver_at(due),
+                delayed_destination: None,
+            }),
+            Some(emulator) => {
+                let destination = message.topic_arc().clone();
+                Ok(Prepared {
+                    message: emulator.park(message, due, now),
+                    delayed_destination: Some(destination),
+                })
+            }
+        }
+    }
+
+    async fn prepare_batch(
+        &self,
+        batch: Vec<Message>,
+        origin: Origin,
+    ) -> Result<(Vec<Message>, Vec<Option<Arc<str>>>)> {
+        let now = SystemTime::now();
+        let mut messages = Vec::with_capacity(batch.len());
+        let mut destinations = Vec::with_capacity(batch.len());
+        for message in batch {
+            let prepared = self.prepare(message, origin, now)?;
+            messages.push(prepared.message);
+            destinations.push(prepared.delayed_destination);
+        }
+        if destinations.iter().any(Option::is_some) {
+            if let Some(delay) = &self.delay {
+                delay.create_topics().await?;
+                delay.ensure_running();
+            }
+        }
+        Ok((messages, destinations))
+    }
+
+    pub(crate) async fn publish(&self, batch: Vec<Message>, origin: Origin) -> Result<Vec<Receipt>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (messages, destinations) = self.prepare_batch(batch, origin).await?;
+        let receipts = self.driver.publish(messages).await?;
+        Ok(fix_receipts(receipts, destinations))
+    }
+
+    pub(crate) async fn publish_in(
+        &self,
+        tx: &mut dyn DriverTransaction,
+        batch: Vec<Message>,
+    ) -> Result<Vec<Receipt>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (messages, destinations) = self.prepare_batch(batch, Origin::User).await?;
+        let receipts = tx.publish(messages).await?;
+        Ok(fix_receipts(receipts, destinations))
+    }
+}
+
+fn fix_receipts(mut receipts: Vec<Receipt>, destinations: Vec<Option<Arc<str>>>) -> Vec<Receipt> {
+    for (receipt, destination) in receipts.iter_mut().zip(destinations) {
+        if let Some(topic) = destination {
+            receipt.topic = topic;
+            receipt.offset = None;
+        }
+    }
+    receipts
+}
+
+/// Prepares a received message for republishing by the runtime: the
+/// idempotency key moves to a header (so the copy is not taken for a
+/// duplicate of the original, while consumer-side dedup still sees it) and
+/// delays are cleared.
+pub(crate) fn republishable(mut message: Message) -> Message {
+    if let Some(key) = message.idempotency_key().map(str::to_owned) {
+        message.headers_mut().insert(reserved::IDEMPOTENCY_KEY, key);
+        message.clear_idempotency_key();
+    }
+    message.clear_delay();
+    message
+}

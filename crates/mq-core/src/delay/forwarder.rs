@@ -1,0 +1,191 @@
+//! The forwarder of one delay level topic.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::{level_topic, park_at, FORWARDER_GROUP};
+use crate::client::publish::republishable;
+use crate::driver::{Driver, DriverSubscription, RawDelivery, StartFrom, SubscribeSpec, TopicSpec};
+use crate::error::{Error, Result};
+use crate::message::{reserved, Message};
+use crate::runtime::millis;
+
+const FETCH: usize = 256;
+
+fn header_ms(message: &Message, name: &str) -> Option<u64> {
+    message.headers().get(name)?.parse().ok()
+}
+
+fn hop_due(raw: &RawDelivery) -> u64 {
+    header_ms(&raw.message, reserved::DELAY_HOP_DUE).unwrap_or(0)
+}
+
+/// The next form of a parked message at `now`: parked again in a shorter
+/// level, or delivered to its destination. `None` when it is not a parked
+/// message (no destination header).
+fn next_hop(message: Message, now: SystemTime) -> Option<Message> {
+    let destination = message.headers().get(reserved::DELAY_DESTINATION)?.to_owned();
+    let due_ms = header_ms(&message, reserved::DELIVER_AT)?;
+    let mut message = republishable(message);
+    let headers = message.headers_mut();
+    headers.remove(reserved::DELAY_DESTINATION);
+    headers.remove(reserved::DELAY_HOP_DUE);
+    headers.remove(reserved::DELIVER_AT);
+    let message = message.with_topic(destination);
+    let now_ms = millis(now);
+    if due_ms <= now_ms {
+        Some(message)
+    } else {
+        let due = crate::runtime::from_millis(due_ms);
+        Some(park_at(message, due, now))
+    }
+}
+
+async fn subscribe(driver: &dyn Driver, level_ms: u64) -> Result<Box<dyn DriverSubscription>> {
+    let topic = level_topic(level_ms);
+    driver.ensure_topic(&topic, &TopicSpec::new(1)).await?;
+    driver
+        .subscribe(SubscribeSpec {
+            topics: vec![topic],
+            group: FORWARDER_GROUP.to_owned(),
+            start: StartFrom::Earliest,
+            prefetch: FETCH * 4,
+        })
+        .await
+}
+
+/// True when stopped (or the emulator is gone) before `pause` passed.
+async fn pause_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => true,
+        _ = tokio::time::sleep(pause) => false,
+    }
+}
+
+pub(super) async fn forward_level(
+    driver: Arc<dyn Driver>,
+    level_ms: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let subscription = loop {
+        match subscribe(driver.as_ref(), level_ms).await {
+            Ok(s) => break s,
+            Err(error) => {
+                tracing::warn!(%error, level_ms, "delay forwarder cannot subscribe; retrying");
+                if pause_or_stop(&mut stop, Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+        }
+    };
+    let mut queue: VecDeque<RawDelivery> = VecDeque::new();
+    loop {
+        if queue.is_empty() {
+            let fetched = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                fetched = subscription.fetch(FETCH) => fetched,
+            };
+            match fetched {
+                Ok(batch) => queue.extend(batch),
+                Err(Error::Closed(_)) => break,
+                Err(error) => {
+                    tracing::warn!(%error, level_ms, "delay forwarder fetch failed");
+                    if pause_or_stop(&mut stop, Duration::from_millis(200)).await {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        let now = SystemTime::now();
+        let now_ms = millis(now);
+        let head = hop_due(&queue[0]);
+        if head > now_ms {
+            if pause_or_stop(&mut stop, Duration::from_millis(head - now_ms)).await {
+                break;
+            }
+            continue;
+        }
+        let mut due = Vec::new();
+        while due.len() < FETCH && queue.front().is_some_and(|raw| hop_due(raw) <= now_ms) {
+            due.extend(queue.pop_front());
+        }
+        let mut outgoing = Vec::with_capacity(due.len());
+        let mut tokens = Vec::with_capacity(due.len());
+        let mut malformed = Vec::new();
+        for raw in &due {
+            match next_hop(raw.message.clone(), now) {
+                Some(next) => {
+                    outgoing.push(next);
+                    tokens.push(raw.token.clone());
+                }
+                None => malformed.push(raw.token.clone()),
+            }
+        }
+        if !malformed.is_empty() {
+            tracing::error!(level_ms, count = malformed.len(), "dropping messages without delay headers from a delay topic");
+            if let Err(error) = subscription.ack(malformed).await {
+                tracing::warn!(%error, "acking malformed delay messages failed");
+            }
+        }
+        if outgoing.is_empty() {
+            continue;
+        }
+        match driver.publish(outgoing).await {
+            Ok(_) => {
+                if let Err(error) = subscription.ack(tokens).await {
+                    // The hop is published; the parked copy comes back and is
+                    // forwarded again. Consumer-side dedup by id absorbs it.
+                    tracing::warn!(%error, level_ms, "delay forwarder ack failed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, level_ms, "delay forwarder publish failed; retrying");
+                for raw in due.into_iter().rev() {
+                    queue.push_front(raw);
+                }
+                if pause_or_stop(&mut stop, Duration::from_millis(200)).await {
+                    break;
+                }
+            }
+        }
+    }
+    if let Err(error) = subscription.close().await {
+        tracing::debug!(%error, "delay forwarder close failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_message_goes_to_destination() {
+        let now = SystemTime::now();
+        let parked = park_at(
+            Message::new("orders", "x").with_idempotency_key("k"),
+            now + Duration::from_millis(20),
+            now,
+        );
+        let later = now + Duration::from_millis(25);
+        let out = next_hop(parked, later).unwrap();
+        assert_eq!(out.topic(), "orders");
+        assert!(out.headers().get(reserved::DELAY_DESTINATION).is_none());
+        assert_eq!(out.idempotency_key(), None);
+        assert_eq!(out.headers().get(reserved::IDEMPOTENCY_KEY), Some("k"));
+    }
+
+    #[test]
+    fn early_message_is_parked_again() {
+        let now = SystemTime::now();
+        let parked = park_at(Message::new("orders", "x"), now + Duration::from_secs(3), now);
+        assert_eq!(parked.topic(), "__mq.delay.1000");
+        let out = next_hop(parked, now + Duration::from_secs(1)).unwrap();
+        assert_eq!(out.topic(), "__mq.delay.1000");
+        assert_eq!(out.headers().get(reserved::DELAY_DESTINATION), Some("orders"));
+        assert!(next_hop(Message::new("__mq.delay.50", "junk"), now).is_none());
+    }
+}

@@ -1,0 +1,169 @@
+//! Durable delay for backends without it: messages wait in internal delay
+//! topics of fixed durations and a forwarder hops them on.
+//!
+//! A message due in `d` is parked in the longest level topic not longer than
+//! `d` (`__mq.delay.<ms>`), stamped with its next hop time. Every message in
+//! one level topic waits the same duration, so each topic is FIFO by hop
+//! time and the forwarder only ever waits for its head. When the head is
+//! due, the forwarder republishes it to the next level or, once due, to its
+//! destination, and acks it only after that publish is confirmed. Nothing
+//! waits in process memory: a crash leaves the message unacked in the broker
+//! and the next forwarder picks it up.
+
+mod forwarder;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::driver::Driver;
+use crate::message::{reserved, Message};
+use crate::runtime::millis;
+
+/// Durations of the delay level topics, in milliseconds.
+pub(crate) const LEVELS_MS: [u64; 12] = [
+    50, 200, 1_000, 5_000, 20_000, 60_000, 300_000, 1_200_000, 3_600_000, 14_400_000, 43_200_000,
+    86_400_000,
+];
+
+/// The consumer group the forwarders share.
+pub(crate) const FORWARDER_GROUP: &str = "__mq.delay";
+
+pub(crate) fn level_topic(level_ms: u64) -> String {
+    format!("__mq.delay.{level_ms}")
+}
+
+/// The longest level not longer than `remaining`, or the shortest.
+fn pick_level(remaining: Duration) -> u64 {
+    let ms = remaining.as_millis() as u64;
+    LEVELS_MS
+        .iter()
+        .rev()
+        .copied()
+        .find(|&level| level <= ms)
+        .unwrap_or(LEVELS_MS[0])
+}
+
+/// Rewrites `message` (due at `due`) into a parked copy in its level topic.
+fn park_at(mut message: Message, due: SystemTime, now: SystemTime) -> Message {
+    let remaining = due.duration_since(now).unwrap_or_default();
+    let level = pick_level(remaining);
+    let hop_due = (now + Duration::from_millis(level)).min(due);
+    let destination = message.topic().to_owned();
+    message.clear_delay();
+    let headers = message.headers_mut();
+    headers.insert(reserved::DELAY_DESTINATION, destination);
+    headers.insert(reserved::DELIVER_AT, millis(due).to_string());
+    headers.insert(reserved::DELAY_HOP_DUE, millis(hop_due).to_string());
+    message.with_topic(level_topic(level))
+}
+
+/// Creates every level topic with one partition, so each stays FIFO.
+async fn create_level_topics(driver: &dyn Driver) -> crate::Result<()> {
+    for level in LEVELS_MS {
+        driver
+            .ensure_topic(&level_topic(level), &crate::driver::TopicSpec::new(1))
+            .await?;
+    }
+    Ok(())
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+/// Parks delayed messages and runs the forwarder.
+pub(crate) struct DelayEmulator {
+    driver: Arc<dyn Driver>,
+    running: Mutex<Option<Running>>,
+    topics_created: tokio::sync::OnceCell<()>,
+}
+
+impl DelayEmulator {
+    /// The declared precision of emulated delay: the shortest level plus forwarding time.
+    pub(crate) const PRECISION: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new(driver: Arc<dyn Driver>) -> Self {
+        DelayEmulator {
+            driver,
+            running: Mutex::new(None),
+            topics_created: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Makes sure the level topics exist before the first message is parked.
+    pub(crate) async fn create_topics(&self) -> crate::Result<()> {
+        self.topics_created
+            .get_or_try_init(|| create_level_topics(self.driver.as_ref()))
+            .await
+            .map(|_| ())
+    }
+
+    /// The parked form of `message`, due at `due`.
+    pub(crate) fn park(&self, message: Message, due: SystemTime, now: SystemTime) -> Message {
+        park_at(message, due, now)
+    }
+
+    /// Starts the forwarder in this process if it is not running yet.
+    pub(crate) fn ensure_running(&self) {
+        let mut running = self.running.lock();
+        if running.is_some() {
+            return;
+        }
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for level in LEVELS_MS {
+            tasks.spawn(forwarder::forward_level(
+                self.driver.clone(),
+                level,
+                stop_rx.clone(),
+            ));
+        }
+        *running = Some(Running { stop, tasks });
+    }
+
+    /// Stops the forwarder and waits for it.
+    pub(crate) async fn shutdown(&self) {
+        let running = self.running.lock().take();
+        if let Some(mut running) = running {
+            running.stop.send_replace(true);
+            while running.tasks.join_next().await.is_some() {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels() {
+        assert_eq!(pick_level(Duration::from_millis(10)), 50);
+        assert_eq!(pick_level(Duration::from_millis(199)), 50);
+        assert_eq!(pick_level(Duration::from_millis(200)), 200);
+        assert_eq!(pick_level(Duration::from_secs(90)), 60_000);
+        assert_eq!(pick_level(Duration::from_secs(30 * 86_400)), 86_400_000);
+    }
+
+    #[test]
+    fn park_stamps_headers() {
+        let now = SystemTime::now();
+        let due = now + Duration::from_millis(1_500);
+        let parked = park_at(Message::new("orders", "x"), due, now);
+        assert_eq!(parked.topic(), "__mq.delay.1000");
+        assert_eq!(parked.headers().get(reserved::DELAY_DESTINATION), Some("orders"));
+        assert_eq!(
+            parked.headers().get(reserved::DELAY_HOP_DUE),
+            Some(millis(now + Duration::from_secs(1)).to_string().as_str())
+        );
+        let short = park_at(Message::new("orders", "x"), now + Duration::from_millis(20), now);
+        assert_eq!(
+            short.headers().get(reserved::DELAY_HOP_DUE),
+            Some(millis(now + Duration::from_millis(20)).to_string().as_str())
+        );
+    }
+}

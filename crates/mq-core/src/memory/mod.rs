@@ -1,0 +1,217 @@
+//! The in-memory driver (`memory://`): full semantics in one process, for
+//! unit tests and examples.
+//!
+//! Groups, fan-out, partition assignment with per-key order, acks with
+//! redelivery, native delay, transactions, idempotent publish and lag all
+//! behave as on a real broker, without durability. `memory://` makes a
+//! private broker; `memory://NAME` shares one broker per name within the
+//! process (so two clients can act as two services).
+//!
+//! Options: `partitions` (default partitions of auto-created topics, 4),
+//! `delay=native|emulated` (emulated switches off native delay and
+//! redelivery delay so the core's emulation runs), `max_message_bytes`
+//! (default 8 MiB), `dedup_window` (default 24h).
+
+mod broker;
+mod log;
+mod subscription;
+mod transaction;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::driver::{
+    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
+    Support, TopicSpec,
+};
+use crate::error::{Error, Result};
+use crate::message::{Message, Receipt};
+use broker::Broker;
+
+/// Settings of a memory broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryOptions {
+    /// Partitions of topics created on first use.
+    pub partitions: u32,
+    /// Whether delay and redelivery delay are native (false: the core emulates them).
+    pub native_delay: bool,
+    /// Largest message accepted.
+    pub max_message_bytes: usize,
+    /// How long idempotency keys are remembered.
+    pub dedup_window: Duration,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            partitions: 4,
+            native_delay: true,
+            max_message_bytes: 8 * 1024 * 1024,
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The in-memory driver.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mq_core::Result<()> {
+/// use mq_core::{memory::MemoryDriver, Client, Config};
+/// let client = Client::new(MemoryDriver::from_config(&Config::from_url("memory://?partitions=8")?)?);
+/// assert_eq!(client.backend(), "memory");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemoryDriver {
+    broker: Arc<Broker>,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Weak<Broker>>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<String, Weak<Broker>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+impl MemoryDriver {
+    /// A private broker with default options.
+    pub fn new() -> Self {
+        Self::with_options(MemoryOptions::default())
+    }
+
+    /// A private broker.
+    pub fn with_options(options: MemoryOptions) -> Self {
+        MemoryDriver {
+            broker: Broker::new(options),
+        }
+    }
+
+    /// From a `memory://[NAME][?options]` URL; see the module docs.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        if config.scheme() != "memory" {
+            return Err(Error::Config(format!(
+                "the memory driver takes memory:// URLs, not {}://",
+                config.scheme()
+            )));
+        }
+        let mut reader = config.reader();
+        let defaults = MemoryOptions::default();
+        let partitions = reader.take::<u32>("partitions")?.unwrap_or(defaults.partitions);
+        if partitions == 0 {
+            return Err(Error::Config("option partitions must be at least 1".into()));
+        }
+        let native_delay = match reader.take::<String>("delay")?.as_deref() {
+            None | Some("native") => true,
+            Some("emulated") => false,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "option delay={other:?} is invalid: use native or emulated"
+                )))
+            }
+        };
+        let options = MemoryOptions {
+            partitions,
+            native_delay,
+            max_message_bytes: reader
+                .take("max_message_bytes")?
+                .unwrap_or(defaults.max_message_bytes),
+            dedup_window: reader
+                .take_duration("dedup_window")?
+                .unwrap_or(defaults.dedup_window),
+        };
+        reader.finish()?;
+        let name = config.url().host_str().unwrap_or_default().to_owned();
+        if name.is_empty() {
+            return Ok(Self::with_options(options));
+        }
+        let mut registry = registry().lock();
+        registry.retain(|_, broker| broker.strong_count() > 0);
+        if let Some(broker) = registry.get(&name).and_then(Weak::upgrade) {
+            if broker.options != options {
+                return Err(Error::Config(format!(
+                    "memory://{name} is already open with other options"
+                )));
+            }
+            return Ok(MemoryDriver { broker });
+        }
+        let broker = Broker::new(options);
+        registry.insert(name, Arc::downgrade(&broker));
+        Ok(MemoryDriver { broker })
+    }
+}
+
+impl Default for MemoryDriver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Driver for MemoryDriver {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let options = &self.broker.options;
+        let delay = if options.native_delay {
+            Support::Native
+        } else {
+            Support::Unsupported
+        };
+        Capabilities {
+            delay,
+            redelivery_delay: delay,
+            transactions: Support::Native,
+            idempotent_publish: Support::Native,
+            ordering: Support::Native,
+            max_message_bytes: options.max_message_bytes,
+            delay_precision: Duration::from_millis(10),
+            max_delay: Duration::from_secs(365 * 24 * 3600),
+            dedup_window: options.dedup_window,
+        }
+    }
+
+    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
+        self.broker.publish(batch, false)
+    }
+
+    async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
+        self.broker.check_open()?;
+        Ok(Box::new(transaction::MemoryTransaction::new(self.broker.clone())))
+    }
+
+    async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>> {
+        self.broker.check_open()?;
+        Ok(Box::new(subscription::MemorySubscription::join(
+            self.broker.clone(),
+            spec,
+        )))
+    }
+
+    async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
+        self.broker.check_open()?;
+        self.broker.topic_or_create(topic, Some(spec.partitions));
+        Ok(())
+    }
+
+    async fn delete_topic(&self, topic: &str) -> Result<()> {
+        self.broker.delete_topic(topic);
+        Ok(())
+    }
+
+    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
+        self.broker.check_open()?;
+        Ok(self.broker.lag(topic, group))
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.broker.closed.store(true, Ordering::Release);
+        Ok(())
+    }
+}

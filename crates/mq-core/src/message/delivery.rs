@@ -1,0 +1,135 @@
+//! A message as a consumer receives it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::Message;
+use crate::driver::AckToken;
+use crate::error::{Error, Result};
+use crate::runtime::Settler;
+
+/// A received message with where it came from, which attempt this is, and
+/// (in stream mode) the operations that settle it.
+///
+/// Consumers run by [`Consumer::run`](crate::Consumer::run) get `&Delivery`
+/// and settle by returning from the handler. Consumers that read a
+/// [`Subscription`](crate::Subscription) stream settle each delivery
+/// themselves with [`ack`](Delivery::ack), [`nack`](Delivery::nack) or
+/// [`dead_letter`](Delivery::dead_letter); one dropped unsettled is
+/// redelivered once its consumer goes away.
+pub struct Delivery {
+    pub(crate) message: Message,
+    pub(crate) group: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) offset: Option<u64>,
+    pub(crate) attempt: u32,
+    pub(crate) first_seen: SystemTime,
+    pub(crate) token: AckToken,
+    pub(crate) settler: Option<Arc<Settler>>,
+}
+
+impl Delivery {
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The topic it was published to.
+    pub fn topic(&self) -> &str {
+        self.message.topic()
+    }
+
+    /// The consumer group receiving it.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The ordering key, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.message.key()
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &bytes::Bytes {
+        self.message.payload()
+    }
+
+    /// Partition, queue or shard it came from.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// Offset within the partition, where the backend has offsets.
+    pub fn offset(&self) -> Option<u64> {
+        self.offset
+    }
+
+    /// Which attempt this is, starting at 1; counts redeliveries and retries.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When this group first received the message.
+    pub fn first_seen(&self) -> SystemTime {
+        self.first_seen
+    }
+
+    /// A copy without the settle operations, handed to handlers by value.
+    pub(crate) fn detached(&self) -> Delivery {
+        self.with_attempt(self.attempt)
+    }
+
+    /// A detached copy as attempt `attempt`, used by in-place retries.
+    pub(crate) fn with_attempt(&self, attempt: u32) -> Delivery {
+        Delivery {
+            message: self.message.clone(),
+            group: self.group.clone(),
+            partition: self.partition,
+            offset: self.offset,
+            attempt,
+            first_seen: self.first_seen,
+            token: self.token.clone(),
+            settler: None,
+        }
+    }
+
+    fn take_settler(&mut self) -> Result<Arc<Settler>> {
+        self.settler
+            .take()
+            .ok_or(Error::Closed("delivery is settled by the consumer runtime"))
+    }
+
+    /// Acknowledges: the group is done with this message.
+    pub async fn ack(mut self) -> Result<()> {
+        let settler = self.take_settler()?;
+        settler.settled();
+        settler.ack(&self).await
+    }
+
+    /// Hands the message back for another attempt after `retry_after`; past
+    /// the subscription's `max_attempts` it is dead-lettered instead.
+    pub async fn nack(mut self, retry_after: Duration, error: impl Into<String>) -> Result<()> {
+        let settler = self.take_settler()?;
+        settler.settled();
+        settler.retry(&self, retry_after, error.into()).await
+    }
+
+    /// Sends the message to the dead-letter topic now, with `reason`, and acks it.
+    pub async fn dead_letter(mut self, reason: impl Into<String>) -> Result<()> {
+        let settler = self.take_settler()?;
+        settler.settled();
+        settler.dead_letter(&self, reason.into()).await
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("group", &self.group)
+            .field("partition", &self.partition)
+            .field("offset", &self.offset)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}

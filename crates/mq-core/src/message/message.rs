@@ -1,0 +1,298 @@
+//! The message users publish and consumers receive.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::Headers;
+
+/// A message id: a UUIDv7 assigned at publish unless the producer set one.
+///
+/// The id survives retries, delay hops, dead-lettering and bridging, so it
+/// identifies the message end to end and is the default dedup key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    /// A new time-ordered id (UUIDv7).
+    pub fn new() -> Self {
+        MessageId(Uuid::now_v7())
+    }
+
+    /// Wraps an existing UUID.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        MessageId(uuid)
+    }
+
+    /// The UUID inside.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+
+    /// Parses the hyphenated form written by `Display`.
+    pub fn parse(text: &str) -> crate::Result<Self> {
+        Uuid::parse_str(text)
+            .map(MessageId)
+            .map_err(|e| crate::Error::invalid("message id", text, e.to_string()))
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MessageId({})", self.0.hyphenated())
+    }
+}
+
+/// A message: topic, optional ordering key, payload, headers and delivery options.
+///
+/// Built with chained setters; validated when sent, so building never fails.
+///
+/// ```
+/// use std::time::Duration;
+/// use mq_core::Message;
+///
+/// let msg = Message::new("orders", "order 42 created")
+///     .with_key("customer-7")
+///     .with_header("content-type", "text/plain")
+///     .with_idempotency_key("order-42-created")
+///     .with_delay(Duration::from_secs(30));
+/// assert_eq!(msg.topic(), "orders");
+/// assert_eq!(msg.key(), Some("customer-7"));
+/// assert_eq!(&msg.payload()[..], b"order 42 created");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Message {
+    topic: Arc<str>,
+    key: Option<Arc<str>>,
+    payload: Bytes,
+    headers: Headers,
+    id: Option<MessageId>,
+    idempotency_key: Option<Arc<str>>,
+    deliver_at: Option<SystemTime>,
+    delay: Option<Duration>,
+    published_at: Option<SystemTime>,
+}
+
+impl Message {
+    /// A message for `topic` carrying `payload`.
+    pub fn new(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
+        Message {
+            topic: topic.into(),
+            key: None,
+            payload: payload.into(),
+            headers: Headers::new(),
+            id: None,
+            idempotency_key: None,
+            deliver_at: None,
+            delay: None,
+            published_at: None,
+        }
+    }
+
+    /// A message whose payload is `value` serialised as JSON.
+    ///
+    /// ```
+    /// # use mq_core::Message;
+    /// #[derive(serde::Serialize)]
+    /// struct Created { order: u64 }
+    /// let msg = Message::json("orders", &Created { order: 42 }).unwrap();
+    /// assert_eq!(&msg.payload()[..], br#"{"order":42}"#);
+    /// assert_eq!(msg.headers().get("content-type"), Some("application/json"));
+    /// ```
+    pub fn json<T: serde::Serialize + ?Sized>(
+        topic: impl Into<Arc<str>>,
+        value: &T,
+    ) -> crate::Result<Self> {
+        let payload = serde_json::to_vec(value).map_err(|e| crate::Error::Codec(e.to_string()))?;
+        Ok(Message::new(topic, payload).with_header("content-type", "application/json"))
+    }
+
+    /// Sets the ordering key: messages with one key are handled in publish order.
+    pub fn with_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets a header (user names may not start with `mq-` nor be `traceparent`/`tracestate`).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+
+    /// Replaces all headers.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Sets the message id instead of letting the producer assign one.
+    pub fn with_id(mut self, id: MessageId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// Sets the idempotency key: a second send with the same key inside the
+    /// dedup window returns the first receipt with `duplicate = true`.
+    pub fn with_idempotency_key(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Not delivered before `delay` has passed from the moment of sending.
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self.deliver_at = None;
+        self
+    }
+
+    /// Not delivered before `at`.
+    pub fn with_deliver_at(mut self, at: SystemTime) -> Self {
+        self.deliver_at = Some(at);
+        self.delay = None;
+        self
+    }
+
+    /// Replaces the payload.
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = payload.into();
+        self
+    }
+
+    /// Moves the message to another topic, keeping everything else.
+    pub fn with_topic(mut self, topic: impl Into<Arc<str>>) -> Self {
+        self.topic = topic.into();
+        self
+    }
+
+    /// Sets the publish time; drivers set it on received messages.
+    pub fn with_published_at(mut self, at: SystemTime) -> Self {
+        self.published_at = Some(at);
+        self
+    }
+
+    /// The destination topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The topic as a shared string, cheap to clone.
+    pub fn topic_arc(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    /// The ordering key, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+
+    /// The ordering key as a shared string, cheap to clone.
+    pub fn key_arc(&self) -> Option<&Arc<str>> {
+        self.key.as_ref()
+    }
+
+    /// The payload bytes.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The payload decoded from JSON.
+    pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+        serde_json::from_slice(&self.payload).map_err(|e| crate::Error::Codec(e.to_string()))
+    }
+
+    /// The payload as UTF-8 text.
+    pub fn payload_str(&self) -> crate::Result<&str> {
+        std::str::from_utf8(&self.payload).map_err(|e| crate::Error::Codec(e.to_string()))
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The headers, mutable.
+    pub fn headers_mut(&mut self) -> &mut Headers {
+        &mut self.headers
+    }
+
+    /// The id: set by the producer at send, or by the caller beforehand.
+    pub fn id(&self) -> Option<MessageId> {
+        self.id
+    }
+
+    /// The idempotency key, if any.
+    pub fn idempotency_key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// The absolute due time, if one was set with [`with_deliver_at`](Self::with_deliver_at).
+    pub fn deliver_at(&self) -> Option<SystemTime> {
+        self.deliver_at
+    }
+
+    /// The relative delay, if one was set with [`with_delay`](Self::with_delay).
+    pub fn delay(&self) -> Option<Duration> {
+        self.delay
+    }
+
+    /// The due time the message had, resolving a relative delay against `now`.
+    pub fn due_at(&self, now: SystemTime) -> Option<SystemTime> {
+        self.deliver_at.or_else(|| self.delay.map(|d| now + d))
+    }
+
+    /// When the message was published, on received messages.
+    pub fn published_at(&self) -> Option<SystemTime> {
+        self.published_at
+    }
+
+    /// Size counted against the backend's message size limit: payload, key and headers.
+    pub fn encoded_len(&self) -> usize {
+        self.payload.len()
+            + self.key.as_deref().map_or(0, str::len)
+            + self.headers.encoded_len()
+            + self.idempotency_key.as_deref().map_or(0, str::len)
+    }
+
+    pub(crate) fn clear_delay(&mut self) {
+        self.deliver_at = None;
+        self.delay = None;
+    }
+
+    pub(crate) fn set_id_if_absent(&mut self) -> MessageId {
+        *self.id.get_or_insert_with(MessageId::new)
+    }
+
+    pub(crate) fn clear_idempotency_key(&mut self) {
+        self.idempotency_key = None;
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .field("payload_len", &self.payload.len())
+            .field("headers", &self.headers)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("deliver_at", &self.deliver_at)
+            .field("delay", &self.delay)
+            .finish()
+    }
+}

@@ -1,0 +1,20 @@
+//! The message model: [`Message`], [`Headers`], [`Receipt`], [`Delivery`],
+//! and the validation of names.
+
+mod delivery;
+mod headers;
+#[allow(clippy::module_inception)]
+mod message;
+mod names;
+mod receipt;
+pub mod reserved;
+
+pub use delivery::Delivery;
+pub use headers::Headers;
+pub use message::{Message, MessageId};
+pub(crate) use names::validate_any_topic;
+pub use names::{
+    is_reserved_header, validate_group, validate_header_name, validate_topic, MAX_GROUP_LEN,
+    MAX_TOPIC_LEN, RESERVED_PREFIX,
+};
+pub use receipt::Receipt;

@@ -1,0 +1,38 @@
+//! Names of the headers mq itself writes. All start with `mq-`, which users
+//! may not set, so a consumer on any backend can rely on their meaning.
+//!
+//! Drivers use the message-level ones to carry fields their broker has no
+//! slot for; the runtime uses the rest for retries, delays and dead letters.
+
+/// The message id, for brokers without a native id field.
+pub const ID: &str = "mq-id";
+/// The idempotency key, kept so consumer-side dedup can use it.
+pub const IDEMPOTENCY_KEY: &str = "mq-idempotency-key";
+/// Publish time in milliseconds since the Unix epoch.
+pub const PUBLISHED_AT: &str = "mq-published-at";
+/// Due time in milliseconds since the Unix epoch, for brokers without native delay.
+pub const DELIVER_AT: &str = "mq-deliver-at";
+/// Attempts already made before this copy was republished for retry.
+pub const PRIOR_ATTEMPTS: &str = "mq-prior-attempts";
+/// First delivery time (ms since epoch), carried across retry republishes.
+pub const FIRST_SEEN: &str = "mq-first-seen";
+/// Where a message parked in an internal delay topic goes when due.
+pub const DELAY_DESTINATION: &str = "mq-delay-destination";
+/// When a message parked in an internal delay topic is due for its next hop (ms).
+pub const DELAY_HOP_DUE: &str = "mq-delay-hop-due";
+/// The topic a retry copy belongs to.
+pub const RETRY_TOPIC: &str = "mq-retry-topic";
+/// Dead letter: the topic the message was consumed from.
+pub const DLQ_TOPIC: &str = "mq-dlq-topic";
+/// Dead letter: the consumer group that gave up on it.
+pub const DLQ_GROUP: &str = "mq-dlq-group";
+/// Dead letter: attempts made.
+pub const DLQ_ATTEMPTS: &str = "mq-dlq-attempts";
+/// Dead letter: the last error or the reject reason.
+pub const DLQ_ERROR: &str = "mq-dlq-error";
+/// Dead letter: when it was dead-lettered, RFC 3339 UTC.
+pub const DLQ_TIME: &str = "mq-dlq-time";
+/// Dead letter: partition of the original delivery.
+pub const DLQ_PARTITION: &str = "mq-dlq-partition";
+/// Dead letter: offset of the original delivery, where the backend has one.
+pub const DLQ_OFFSET: &str = "mq-dlq-offset";

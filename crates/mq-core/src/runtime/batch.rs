@@ -1,0 +1,140 @@
+//! Batch consumption: deliveries are spread over lanes by key (so a key stays
+//! in one lane, in order) and each lane hands its handler up to N messages or
+//! what arrived within T.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::driver::partition_for_key;
+use crate::error::Result;
+use crate::message::Delivery;
+use crate::runtime::run::{drain, fetch_loop, Shared};
+use crate::runtime::{BatchHandler, HandlerError};
+
+/// How batches are cut.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchSettings {
+    pub(crate) max_messages: usize,
+    pub(crate) max_wait: Duration,
+}
+
+pub(crate) async fn run_batches(
+    shared: Arc<Shared>,
+    handler: Arc<dyn BatchHandler>,
+    batch: BatchSettings,
+) -> Result<()> {
+    let lanes = shared.settings.concurrency.max(1);
+    let mut senders = Vec::with_capacity(lanes);
+    let mut workers = JoinSet::new();
+    for _ in 0..lanes {
+        let (tx, rx) = mpsc::unbounded_channel();
+        senders.push(tx);
+        workers.spawn(lane(shared.clone(), handler.clone(), rx, batch));
+    }
+    let mut next_keyless = 0usize;
+    let fetched = fetch_loop(shared.clone(), |d| {
+        let lane = match d.message.key() {
+            Some(key) => partition_for_key(key, lanes as u32) as usize,
+            None => {
+                next_keyless = (next_keyless + 1) % lanes;
+                next_keyless
+            }
+        };
+        let _ = senders[lane].send(d);
+    })
+    .await;
+    drop(senders);
+    drain(&shared, workers).await;
+    fetched
+}
+
+async fn lane(
+    shared: Arc<Shared>,
+    handler: Arc<dyn BatchHandler>,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    settings: BatchSettings,
+) {
+    let mut stop = shared.stop.clone();
+    loop {
+        let first = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            next = rx.recv() => match next { Some(d) => d, None => return },
+        };
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + settings.max_wait;
+        while batch.len() < settings.max_messages {
+            match rx.try_recv() {
+                Ok(d) => {
+                    batch.push(d);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            tokio::select! {
+                next = rx.recv() => match next { Some(d) => batch.push(d), None => break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        let count = batch.len();
+        if !handle_batch(&shared, handler.as_ref(), batch).await {
+            return;
+        }
+        shared.finished(count).await;
+    }
+}
+
+/// Handles one batch to completion; false when stopping before it was settled.
+async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: Vec<Delivery>) -> bool {
+    let settler = &shared.settler;
+    let mut attempt = batch.iter().map(Delivery::attempt).max().unwrap_or(1);
+    let mut current = batch;
+    loop {
+        let outcome = handler.handle_batch(&current).await;
+        let mut settle_errors = Vec::new();
+        match outcome {
+            Ok(()) => {
+                for d in &current {
+                    if let Err(e) = settler.ack_buffered(d).await {
+                        settle_errors.push(e);
+                    }
+                }
+            }
+            Err(HandlerError::Reject { reason }) => {
+                for d in &current {
+                    if let Err(e) = settler.dead_letter(d, reason.clone()).await {
+                        settle_errors.push(e);
+                    }
+                }
+            }
+            Err(HandlerError::Retry { error, after }) => {
+                let pause = after.unwrap_or_else(|| settler.policy.backoff(attempt));
+                if shared.settings.ordered && !settler.policy.exhausted(attempt) {
+                    if shared.pause_or_stop(pause).await {
+                        return false;
+                    }
+                    attempt += 1;
+                    current = current.iter().map(|d| d.with_attempt(attempt)).collect();
+                    continue;
+                }
+                for d in &current {
+                    let result = if settler.policy.exhausted(attempt) {
+                        settler.dead_letter(d, error.to_string()).await
+                    } else {
+                        settler.retry(d, pause, error.to_string()).await
+                    };
+                    if let Err(e) = result {
+                        settle_errors.push(e);
+                    }
+                }
+            }
+        }
+        for error in settle_errors {
+            tracing::warn!(%error, "settling a batch message failed; it will be redelivered");
+        }
+        return true;
+    }
+}

@@ -1,0 +1,38 @@
+//! The consumer runtime: handlers and middleware, retries with backoff,
+//! dead letters, the per-key ordering executor, batching, backpressure and
+//! graceful shutdown.
+//!
+//! Flow of one message: the fetch loop takes deliveries from the driver while
+//! fewer than `prefetch` are unsettled; the [key queue](key_queue) hands them to
+//! `concurrency` workers so one key is handled by one worker at a time, in
+//! order; a worker runs the [`Layer`] stack around the [`Handler`] and then
+//! settles: ack on success; on failure retry in place (ordered) or schedule a
+//! redelivery (unordered) until [`RetryPolicy::max_attempts`]; then, or on
+//! [`HandlerError::Reject`], publish to the dead-letter topic and ack.
+
+mod batch;
+mod handler;
+mod key_queue;
+mod layer;
+mod receive;
+mod retry;
+mod run;
+mod settle;
+mod worker;
+
+pub(crate) use batch::{run_batches, BatchSettings};
+pub use handler::{
+    batch_handler_fn, handler_fn, BatchHandler, BatchHandlerFn, Handler, HandlerError, HandlerFn,
+    HandlerResult,
+};
+pub(crate) use layer::stack;
+pub use layer::{Layer, TimeoutLayer};
+pub(crate) use receive::delivery_from_raw;
+pub(crate) use retry::retry_topic;
+pub use retry::RetryPolicy;
+pub use run::ConsumerHandle;
+pub(crate) use run::{RunSettings, Shared};
+pub(crate) use settle::{from_millis, millis};
+pub use settle::DeadLetter;
+pub(crate) use settle::Settler;
+pub(crate) use worker::run_handler;

@@ -1,0 +1,211 @@
+//! The consumer loop: fetch within the prefetch bound, hand deliveries to
+//! workers, and shut down gracefully.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::error::{Error, Result};
+use crate::message::Delivery;
+use crate::runtime::receive::delivery_from_raw;
+use crate::runtime::settle::Settler;
+
+/// Most deliveries asked of the driver in one fetch.
+const MAX_FETCH: usize = 512;
+
+/// Settings of a running consumer.
+#[derive(Clone, Debug)]
+pub(crate) struct RunSettings {
+    pub(crate) concurrency: usize,
+    pub(crate) prefetch: usize,
+    pub(crate) ordered: bool,
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// What the fetch loop and the workers share.
+pub(crate) struct Shared {
+    pub(crate) settler: Arc<Settler>,
+    pub(crate) settings: RunSettings,
+    pub(crate) stop: watch::Receiver<bool>,
+    permits: Arc<Semaphore>,
+    in_flight: AtomicUsize,
+}
+
+impl Shared {
+    pub(crate) fn new(settler: Arc<Settler>, settings: RunSettings, stop: watch::Receiver<bool>) -> Arc<Self> {
+        Arc::new(Shared {
+            permits: Arc::new(Semaphore::new(settings.prefetch)),
+            settler,
+            settings,
+            stop,
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    /// Called once per delivery when it is settled (or abandoned): frees its
+    /// prefetch slot and flushes acks when the consumer goes idle.
+    pub(crate) async fn finished(&self, count: usize) {
+        self.permits.add_permits(count);
+        if self.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
+            if let Err(error) = self.settler.flush().await {
+                tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
+            }
+        }
+    }
+
+    /// Waits for `stop`, or for a pause to pass; true when stopping.
+    pub(crate) async fn pause_or_stop(&self, pause: Duration) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return true;
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            _ = tokio::time::sleep(pause) => false,
+        }
+    }
+}
+
+/// Fetches while there is room under the prefetch bound and passes each
+/// delivery to `dispatch`. Returns when stopped, or on a fatal error.
+pub(crate) async fn fetch_loop(shared: Arc<Shared>, mut dispatch: impl FnMut(Delivery)) -> Result<()> {
+    let mut stop = shared.stop.clone();
+    let group = shared.settler.group.clone();
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            permit = shared.permits.clone().acquire_owned() => permit,
+        };
+        let Ok(first) = first else { return Ok(()) };
+        first.forget();
+        let mut granted = 1;
+        while granted < MAX_FETCH {
+            match shared.permits.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    granted += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let fetched = tokio::select! {
+            _ = stop.wait_for(|s| *s) => {
+                shared.permits.add_permits(granted);
+                return Ok(());
+            }
+            fetched = shared.settler.subscription.fetch(granted) => fetched,
+        };
+        match fetched {
+            Ok(batch) => {
+                failures = 0;
+                let unused = granted.saturating_sub(batch.len());
+                shared.permits.add_permits(unused);
+                shared.in_flight.fetch_add(batch.len(), Ordering::AcqRel);
+                for raw in batch {
+                    dispatch(delivery_from_raw(raw, &group, None));
+                }
+            }
+            Err(Error::Closed(what)) => {
+                shared.permits.add_permits(granted);
+                tracing::debug!(what, "subscription closed");
+                return Ok(());
+            }
+            Err(error) => {
+                shared.permits.add_permits(granted);
+                if !error.is_retryable() {
+                    return Err(error);
+                }
+                failures += 1;
+                let pause = Duration::from_millis(50u64 << failures.min(6));
+                tracing::warn!(%error, ?pause, "fetching failed; retrying");
+                if shared.pause_or_stop(pause).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the workers to finish their current messages, up to the
+/// shutdown deadline, then flushes acks and leaves the group.
+pub(crate) async fn drain(shared: &Shared, mut workers: JoinSet<()>) {
+    let deadline = shared.settings.shutdown_timeout;
+    let finished = tokio::time::timeout(deadline, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if finished.is_err() {
+        tracing::warn!(?deadline, "handlers did not finish before the shutdown deadline; their messages will be redelivered");
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+    if let Err(error) = shared.settler.flush().await {
+        tracing::warn!(%error, "final acknowledgement failed; the messages will be redelivered");
+    }
+    if let Err(error) = shared.settler.subscription.close().await {
+        tracing::warn!(%error, "leaving the consumer group failed");
+    }
+}
+
+/// A running consumer. Dropping it stops the consumer without waiting;
+/// [`shutdown`](Self::shutdown) stops it gracefully and waits.
+pub struct ConsumerHandle {
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+impl ConsumerHandle {
+    pub(crate) fn new(stop: watch::Sender<bool>, task: tokio::task::JoinHandle<Result<()>>) -> Self {
+        ConsumerHandle {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops fetching, lets in-flight handlers finish (up to the shutdown
+    /// timeout), commits what finished and leaves the group. Messages not
+    /// finished are redelivered to the group later.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop.send_replace(true);
+        self.join_inner().await
+    }
+
+    /// Waits until the consumer stops by itself (a fatal error) or is shut down elsewhere.
+    pub async fn join(mut self) -> Result<()> {
+        self.join_inner().await
+    }
+
+    /// Whether the consumer has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    async fn join_inner(&mut self) -> Result<()> {
+        match self.task.take() {
+            None => Ok(()),
+            Some(task) => task.await.map_err(|e| Error::Backend {
+                backend: "runtime",
+                message: format!("consumer task failed: {e}"),
+                source: None,
+            })?,
+        }
+    }
+}
+
+impl Drop for ConsumerHandle {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl std::fmt::Debug for ConsumerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerHandle")
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}

@@ -1,0 +1,208 @@
+//! Settling deliveries: ack, retry later, dead-letter. One implementation for
+//! the handler runtime and for stream consumers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::client::publish::{republishable, Origin};
+use crate::client::Client;
+use crate::driver::{AckToken, DriverSubscription, Support};
+use crate::error::Result;
+use crate::message::{reserved, Delivery};
+use crate::runtime::retry::retry_topic;
+use crate::runtime::RetryPolicy;
+
+/// Where dead letters go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeadLetter {
+    /// `<topic>.dlq`, the default.
+    Suffix,
+    /// A topic of your choice.
+    Topic(String),
+    /// No dead-letter topic: give up by logging an error and acking.
+    Disabled,
+}
+
+/// Acks are buffered and sent in batches of this many.
+const ACK_BATCH: usize = 256;
+
+/// Settles deliveries of one subscription.
+pub(crate) struct Settler {
+    pub(crate) client: Client,
+    pub(crate) subscription: Arc<dyn DriverSubscription>,
+    pub(crate) group: Arc<str>,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) dead_letter: DeadLetter,
+    pending_acks: Mutex<Vec<AckToken>>,
+    /// Stream mode: deliveries handed out and not yet settled, bounded by `prefetch`.
+    unsettled: AtomicUsize,
+    prefetch: usize,
+    room: Notify,
+}
+
+impl Settler {
+    pub(crate) fn new(
+        client: Client,
+        subscription: Arc<dyn DriverSubscription>,
+        group: Arc<str>,
+        policy: RetryPolicy,
+        dead_letter: DeadLetter,
+        prefetch: usize,
+    ) -> Self {
+        Settler {
+            client,
+            subscription,
+            group,
+            policy,
+            dead_letter,
+            pending_acks: Mutex::new(Vec::new()),
+            unsettled: AtomicUsize::new(0),
+            prefetch,
+            room: Notify::new(),
+        }
+    }
+
+    /// Stream mode: how many more deliveries may be fetched, waiting until
+    /// at least one may.
+    pub(crate) async fn wait_for_room(&self) -> usize {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let unsettled = self.unsettled.load(Ordering::Acquire);
+            if unsettled < self.prefetch {
+                return self.prefetch - unsettled;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stream mode: `count` deliveries were handed out.
+    pub(crate) fn handed_out(&self, count: usize) {
+        self.unsettled.fetch_add(count, Ordering::AcqRel);
+    }
+
+    /// Stream mode: one delivery was settled.
+    pub(crate) fn settled(&self) {
+        self.unsettled.fetch_sub(1, Ordering::AcqRel);
+        self.room.notify_one();
+    }
+
+    /// Acks now.
+    pub(crate) async fn ack(&self, delivery: &Delivery) -> Result<()> {
+        self.subscription.ack(vec![delivery.token.clone()]).await
+    }
+
+    /// Queues an ack; sends the queue when it is full.
+    pub(crate) async fn ack_buffered(&self, delivery: &Delivery) -> Result<()> {
+        let full = {
+            let mut acks = self.pending_acks.lock();
+            acks.push(delivery.token.clone());
+            (acks.len() >= ACK_BATCH).then(|| std::mem::take(&mut *acks))
+        };
+        match full {
+            Some(tokens) => self.subscription.ack(tokens).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends queued acks.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let tokens = std::mem::take(&mut *self.pending_acks.lock());
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        self.subscription.ack(tokens).await
+    }
+
+    /// Schedules another attempt after `after`, or dead-letters when the
+    /// attempts are used up. Does not block other messages.
+    pub(crate) async fn retry(&self, delivery: &Delivery, after: Duration, error: String) -> Result<()> {
+        if self.policy.exhausted(delivery.attempt) {
+            return self.dead_letter(delivery, error).await;
+        }
+        if self.client.inner.driver.capabilities().redelivery_delay == Support::Native {
+            return self.subscription.nack(delivery.token.clone(), after).await;
+        }
+        let mut copy = republishable(delivery.message.clone());
+        let original_topic = delivery.message.topic().to_owned();
+        let headers = copy.headers_mut();
+        headers.insert(reserved::PRIOR_ATTEMPTS, delivery.attempt.to_string());
+        headers.insert(reserved::FIRST_SEEN, millis(delivery.first_seen).to_string());
+        headers.insert(reserved::RETRY_TOPIC, original_topic.clone());
+        let copy = copy
+            .with_topic(retry_topic(&self.group, &original_topic))
+            .with_delay(after);
+        self.client.publisher().publish(vec![copy], Origin::Internal).await?;
+        self.ack(delivery).await
+    }
+
+    /// Publishes the message to the dead-letter topic with headers saying why, then acks it.
+    pub(crate) async fn dead_letter(&self, delivery: &Delivery, reason: String) -> Result<()> {
+        let topic = delivery.message.topic();
+        let target = match &self.dead_letter {
+            DeadLetter::Suffix => format!("{topic}.dlq"),
+            DeadLetter::Topic(t) => t.clone(),
+            DeadLetter::Disabled => {
+                tracing::error!(
+                    topic,
+                    group = &*self.group,
+                    id = %delivery.message.id().map(|i| i.to_string()).unwrap_or_default(),
+                    attempts = delivery.attempt,
+                    reason,
+                    "giving up on a message; no dead-letter topic is configured"
+                );
+                return self.ack(delivery).await;
+            }
+        };
+        let mut copy = republishable(delivery.message.clone());
+        let headers = copy.headers_mut();
+        headers.insert(reserved::DLQ_TOPIC, topic);
+        headers.insert(reserved::DLQ_GROUP, &*self.group);
+        headers.insert(reserved::DLQ_ATTEMPTS, delivery.attempt.to_string());
+        headers.insert(reserved::DLQ_ERROR, reason);
+        headers.insert(reserved::DLQ_TIME, rfc3339(SystemTime::now()));
+        headers.insert(reserved::DLQ_PARTITION, delivery.partition.to_string());
+        if let Some(offset) = delivery.offset {
+            headers.insert(reserved::DLQ_OFFSET, offset.to_string());
+        }
+        self.client
+            .publisher()
+            .publish(vec![copy.with_topic(target)], Origin::Internal)
+            .await?;
+        self.ack(delivery).await
+    }
+
+    /// Gives a delivery back for immediate redelivery, used when settling failed.
+    pub(crate) async fn release(&self, delivery: &Delivery) -> Result<()> {
+        self.subscription.nack(delivery.token.clone(), Duration::ZERO).await
+    }
+}
+
+pub(crate) fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+pub(crate) fn from_millis(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+    }
+}

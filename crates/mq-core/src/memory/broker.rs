@@ -11,7 +11,6 @@ use tokio::sync::Notify;
 use super::log::{record_at, InFlight, MemberId, PartitionLog};
 use super::MemoryOptions;
 use crate::driver::{partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom};
-use crate::error::{Error, Result};
 use crate::message::{Message, Receipt};
 
 pub(super) struct Topic {
@@ -79,7 +78,6 @@ pub(super) struct Broker {
     scheduler_wake: Notify,
     scheduler_started: AtomicBool,
     sequence: AtomicU64,
-    pub(super) closed: AtomicBool,
 }
 
 impl Broker {
@@ -93,16 +91,7 @@ impl Broker {
             scheduler_wake: Notify::new(),
             scheduler_started: AtomicBool::new(false),
             sequence: AtomicU64::new(0),
-            closed: AtomicBool::new(false),
         })
-    }
-
-    pub(super) fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::Closed("memory broker"))
-        } else {
-            Ok(())
-        }
     }
 
     pub(super) fn next_id(&self) -> u64 {
@@ -136,8 +125,7 @@ impl Broker {
 
     /// Publishes a batch. `all_or_nothing` holds the commit gate for the
     /// whole batch (transactions).
-    pub(super) fn publish(self: &Arc<Self>, batch: Vec<Message>, all_or_nothing: bool) -> Result<Vec<Receipt>> {
-        self.check_open()?;
+    pub(super) fn publish(self: &Arc<Self>, batch: Vec<Message>, all_or_nothing: bool) -> Vec<Receipt> {
         let _gate = all_or_nothing.then(|| self.commit_gate.write());
         let now = SystemTime::now();
         let mut receipts = Vec::with_capacity(batch.len());
@@ -178,7 +166,7 @@ impl Broker {
         for topic in touched {
             topic.changed.notify_waiters();
         }
-        Ok(receipts)
+        receipts
     }
 
     fn append_or_schedule(self: &Arc<Self>, topic: &Arc<Topic>, message: Message, now: SystemTime) -> Receipt {
@@ -420,9 +408,6 @@ async fn run_scheduler(broker: Weak<Broker>) {
     const IDLE: Duration = Duration::from_millis(250);
     loop {
         let Some(broker) = broker.upgrade() else { return };
-        if broker.closed.load(Ordering::Acquire) {
-            return;
-        }
         let next = broker.promote_due();
         let pause = next
             .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())

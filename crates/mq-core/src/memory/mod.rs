@@ -18,7 +18,7 @@ mod subscription;
 mod transaction;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -71,6 +71,18 @@ impl Default for MemoryOptions {
 #[derive(Clone)]
 pub struct MemoryDriver {
     broker: Arc<Broker>,
+    /// Set by `close`: this handle (not the broker, which other handles of a
+    /// named broker may share) refuses further calls.
+    closed: Arc<AtomicBool>,
+}
+
+/// Fails once the driver handle was closed.
+fn check_open(closed: &AtomicBool) -> Result<()> {
+    if closed.load(Ordering::Acquire) {
+        Err(Error::Closed("memory driver"))
+    } else {
+        Ok(())
+    }
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Weak<Broker>>> {
@@ -86,8 +98,13 @@ impl MemoryDriver {
 
     /// A private broker.
     pub fn with_options(options: MemoryOptions) -> Self {
+        Self::on(Broker::new(options))
+    }
+
+    fn on(broker: Arc<Broker>) -> Self {
         MemoryDriver {
-            broker: Broker::new(options),
+            broker,
+            closed: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -137,11 +154,11 @@ impl MemoryDriver {
                     "memory://{name} is already open with other options"
                 )));
             }
-            return Ok(MemoryDriver { broker });
+            return Ok(Self::on(broker));
         }
         let broker = Broker::new(options);
         registry.insert(name, Arc::downgrade(&broker));
-        Ok(MemoryDriver { broker })
+        Ok(Self::on(broker))
     }
 }
 
@@ -178,24 +195,29 @@ impl Driver for MemoryDriver {
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
-        self.broker.publish(batch, false)
+        check_open(&self.closed)?;
+        Ok(self.broker.publish(batch, false))
     }
 
     async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
-        self.broker.check_open()?;
-        Ok(Box::new(transaction::MemoryTransaction::new(self.broker.clone())))
+        check_open(&self.closed)?;
+        Ok(Box::new(transaction::MemoryTransaction::new(
+            self.broker.clone(),
+            self.closed.clone(),
+        )))
     }
 
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>> {
-        self.broker.check_open()?;
+        check_open(&self.closed)?;
         Ok(Box::new(subscription::MemorySubscription::join(
             self.broker.clone(),
+            self.closed.clone(),
             spec,
         )))
     }
 
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
-        self.broker.check_open()?;
+        check_open(&self.closed)?;
         self.broker.topic_or_create(topic, Some(spec.partitions));
         Ok(())
     }
@@ -206,12 +228,12 @@ impl Driver for MemoryDriver {
     }
 
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
-        self.broker.check_open()?;
+        check_open(&self.closed)?;
         Ok(self.broker.lag(topic, group))
     }
 
     async fn close(&self) -> Result<()> {
-        self.broker.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::Release);
         Ok(())
     }
 }

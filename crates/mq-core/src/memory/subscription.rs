@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use futures::future::select_all;
 use futures::FutureExt;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::broker::{Broker, Topic};
+use super::check_open;
 use super::log::MemberId;
 use crate::driver::{AckToken, DriverSubscription, RawDelivery, SubscribeSpec};
 use crate::error::{Error, Result};
@@ -17,11 +20,12 @@ pub(super) struct MemorySubscription {
     group: Arc<str>,
     member: MemberId,
     topics: Vec<Arc<Topic>>,
-    closed: std::sync::atomic::AtomicBool,
+    left: AtomicBool,
+    driver_closed: Arc<AtomicBool>,
 }
 
 impl MemorySubscription {
-    pub(super) fn join(broker: Arc<Broker>, spec: SubscribeSpec) -> Self {
+    pub(super) fn join(broker: Arc<Broker>, driver_closed: Arc<AtomicBool>, spec: SubscribeSpec) -> Self {
         let group: Arc<str> = Arc::from(spec.group.as_str());
         let member = broker.next_id();
         let topics: Vec<Arc<Topic>> = spec
@@ -37,12 +41,13 @@ impl MemorySubscription {
             group,
             member,
             topics,
-            closed: std::sync::atomic::AtomicBool::new(false),
+            left: AtomicBool::new(false),
+            driver_closed,
         }
     }
 
     fn leave(&self) {
-        if self.closed.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        if self.left.swap(true, Ordering::AcqRel) {
             return;
         }
         for topic in &self.topics {
@@ -51,8 +56,8 @@ impl MemorySubscription {
     }
 
     fn check_open(&self) -> Result<()> {
-        self.broker.check_open()?;
-        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+        check_open(&self.driver_closed)?;
+        if self.left.load(Ordering::Acquire) {
             return Err(Error::Closed("subscription"));
         }
         Ok(())
@@ -104,13 +109,13 @@ impl DriverSubscription for MemorySubscription {
     }
 
     async fn ack(&self, tokens: Vec<AckToken>) -> Result<()> {
-        self.broker.check_open()?;
+        check_open(&self.driver_closed)?;
         self.broker.ack(&self.group, tokens);
         Ok(())
     }
 
     async fn nack(&self, token: AckToken, after: Duration) -> Result<()> {
-        self.broker.check_open()?;
+        check_open(&self.driver_closed)?;
         self.broker.nack(&self.group, &token, after);
         Ok(())
     }

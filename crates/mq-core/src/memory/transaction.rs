@@ -5,20 +5,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use std::sync::atomic::AtomicBool;
+
 use super::broker::Broker;
+use super::check_open;
 use crate::driver::{partition_for_key, DriverTransaction};
 use crate::error::Result;
 use crate::message::{Message, Receipt};
 
 pub(super) struct MemoryTransaction {
     broker: Arc<Broker>,
+    closed: Arc<AtomicBool>,
     staged: Vec<Message>,
 }
 
 impl MemoryTransaction {
-    pub(super) fn new(broker: Arc<Broker>) -> Self {
+    pub(super) fn new(broker: Arc<Broker>, closed: Arc<AtomicBool>) -> Self {
         MemoryTransaction {
             broker,
+            closed,
             staged: Vec::new(),
         }
     }
@@ -27,7 +32,7 @@ impl MemoryTransaction {
 #[async_trait]
 impl DriverTransaction for MemoryTransaction {
     async fn publish(&mut self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
-        self.broker.check_open()?;
+        check_open(&self.closed)?;
         let receipts = batch
             .iter()
             .map(|m| {
@@ -43,7 +48,9 @@ impl DriverTransaction for MemoryTransaction {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.broker.publish(self.staged, true).map(|_| ())
+        check_open(&self.closed)?;
+        self.broker.publish(self.staged, true);
+        Ok(())
     }
 
     async fn abort(self: Box<Self>) -> Result<()> {

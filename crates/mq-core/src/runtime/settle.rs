@@ -28,8 +28,8 @@ pub enum DeadLetter {
     Disabled,
 }
 
-/// Acks are buffered and sent in batches of this many.
-const ACK_BATCH: usize = 256;
+/// Acks are buffered and sent in batches of up to this many.
+const MAX_ACK_BATCH: usize = 256;
 
 /// Settles deliveries of one subscription.
 pub(crate) struct Settler {
@@ -43,6 +43,9 @@ pub(crate) struct Settler {
     unsettled: AtomicUsize,
     prefetch: usize,
     room: Notify,
+    /// Buffered acks are sent once this many wait: a quarter of the
+    /// prefetch, so the broker always sees room to deliver more.
+    ack_batch: usize,
 }
 
 impl Settler {
@@ -64,6 +67,7 @@ impl Settler {
             unsettled: AtomicUsize::new(0),
             prefetch,
             room: Notify::new(),
+            ack_batch: (prefetch / 4).clamp(1, MAX_ACK_BATCH),
         }
     }
 
@@ -103,12 +107,17 @@ impl Settler {
         let full = {
             let mut acks = self.pending_acks.lock();
             acks.push(delivery.token.clone());
-            (acks.len() >= ACK_BATCH).then(|| std::mem::take(&mut *acks))
+            (acks.len() >= self.ack_batch).then(|| std::mem::take(&mut *acks))
         };
         match full {
             Some(tokens) => self.subscription.ack(tokens).await,
             None => Ok(()),
         }
+    }
+
+    /// Whether acks are waiting in the buffer.
+    pub(crate) fn has_pending_acks(&self) -> bool {
+        !self.pending_acks.lock().is_empty()
     }
 
     /// Sends queued acks.

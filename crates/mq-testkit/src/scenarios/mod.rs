@@ -1,0 +1,36 @@
+//! The scenarios, one async function each. Every scenario takes a
+//! [`Context`](crate::Context), panics when a guarantee does not hold, and
+//! returns [`Skip`](crate::Skip) naming the capability it lacks.
+
+mod basics;
+mod delay;
+mod flow;
+mod idempotency;
+mod ordering;
+mod retry;
+mod transactions;
+
+pub use basics::{fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip};
+pub use delay::delay_is_never_early;
+pub use flow::{batch_handler, graceful_shutdown, prefetch_bound};
+pub use idempotency::{dedup_gives_one_effect, idempotent_publish};
+pub use ordering::per_key_order_under_concurrency;
+pub use retry::{
+    dead_letter_after_max_attempts, ordered_retry_keeps_key_order, redelivery_after_consumer_dropped,
+    redelivery_after_handler_error, reject_goes_to_dead_letter, unordered_retry_does_not_block,
+};
+pub use transactions::transaction_commit_and_abort;
+
+use std::time::Duration;
+
+use mq_core::RetryPolicy;
+
+/// Generous limit for things that should happen "soon" on any broker.
+pub(crate) const SOON: Duration = Duration::from_secs(20);
+
+/// Fast retries so scenarios finish quickly.
+pub(crate) fn quick_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy::new(attempts)
+        .with_backoff(Duration::from_millis(20), Duration::from_millis(100))
+        .with_jitter(0.0)
+}

@@ -1,1 +1,156 @@
-//! placeholder
+//! # mq
+//!
+//! One messaging API over swappable brokers. Pick a backend with a URL and
+//! get the same guarantees on each: ordering keys, idempotency keys, durable
+//! delays, transactions, consumer groups with retries, dead letters and
+//! per-key order, lag, and telemetry.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> mq::Result<()> {
+//! use std::time::Duration;
+//! use mq::{handler_fn, Delivery, Message};
+//!
+//! let client = mq::connect("memory://").await?;
+//! client
+//!     .producer()
+//!     .send(Message::new("orders", "cancel order 42").with_key("order-42").with_delay(Duration::from_millis(50)))
+//!     .await?;
+//!
+//! let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+//! let consumer = client
+//!     .consumer("orders", "billing")
+//!     .run(handler_fn(move |d: Delivery| {
+//!         let tx = tx.clone();
+//!         async move { tx.send(d.message().payload_str()?.to_owned())?; Ok(()) }
+//!     }))
+//!     .await?;
+//! assert_eq!(rx.recv().await.as_deref(), Some("cancel order 42"));
+//! consumer.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Backends
+//!
+//! | URL | cargo feature | crate |
+//! |---|---|---|
+//! | `memory://[name]` | always | [`mq_core::memory`] |
+//! | `native://PATH` | `native` (default) | `mq-native` |
+//! | `kafka://host:port,...` | `kafka` | `mq-kafka` |
+//! | `amqp://user:pass@host:port/vhost` | `rabbit` | `mq-rabbit` |
+//! | `redis://host:port/db` | `redis` | `mq-redis` |
+//! | `rocketmq://namesrv:9876` | `rocket` | `mq-rocket` |
+//!
+//! A URL whose feature is off fails with [`Error::Config`] naming the feature.
+
+#![warn(missing_docs)]
+
+pub use mq_core::*;
+
+/// Something [`connect`] accepts: a URL string or a [`Config`].
+pub trait IntoConfig {
+    /// Converts into a [`Config`].
+    fn into_config(self) -> Result<Config>;
+}
+
+impl IntoConfig for Config {
+    fn into_config(self) -> Result<Config> {
+        Ok(self)
+    }
+}
+
+impl IntoConfig for &str {
+    fn into_config(self) -> Result<Config> {
+        Config::from_url(self)
+    }
+}
+
+impl IntoConfig for String {
+    fn into_config(self) -> Result<Config> {
+        Config::from_url(&self)
+    }
+}
+
+impl IntoConfig for &String {
+    fn into_config(self) -> Result<Config> {
+        Config::from_url(self)
+    }
+}
+
+/// Connects to the backend the URL (or config) names.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = mq::connect("carrier-pigeon://coop").await.unwrap_err();
+/// assert!(err.to_string().contains("carrier-pigeon"));
+/// # }
+/// ```
+pub async fn connect(target: impl IntoConfig) -> Result<Client> {
+    let config = target.into_config()?;
+    let driver = open_driver(&config).await?;
+    Ok(Client::from_arc(driver))
+}
+
+/// Connects with the configuration in `MQ_URL` and `MQ_OPT_*` environment variables.
+pub async fn connect_from_env() -> Result<Client> {
+    connect(Config::from_env()?).await
+}
+
+async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Driver>> {
+    match config.scheme() {
+        "memory" => Ok(std::sync::Arc::new(memory::MemoryDriver::from_config(config)?)),
+        "native" => not_yet_available(config, "native", cfg!(feature = "native")),
+        "kafka" => not_yet_available(config, "kafka", cfg!(feature = "kafka")),
+        "amqp" | "amqps" => not_yet_available(config, "rabbit", cfg!(feature = "rabbit")),
+        "redis" | "rediss" => not_yet_available(config, "redis", cfg!(feature = "redis")),
+        "rocketmq" => not_yet_available(config, "rocket", cfg!(feature = "rocket")),
+        other => Err(Error::Config(format!(
+            "unknown URL scheme {other}:// in {config}; expected memory, native, kafka, amqp, redis or rocketmq"
+        ))),
+    }
+}
+
+/// The answer for a backend whose driver is not in this build: either its
+/// feature is off, or its driver has not landed yet.
+fn not_yet_available(
+    config: &Config,
+    feature: &'static str,
+    enabled: bool,
+) -> Result<std::sync::Arc<dyn driver::Driver>> {
+    if enabled {
+        Err(Error::unsupported("this URL scheme (driver not implemented yet)", feature))
+    } else {
+        Err(Error::Config(format!(
+            "{config} needs the `{feature}` feature of mq: mq = {{ version = \"0.1\", features = [\"{feature}\"] }}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_by_url() {
+        let client = connect("memory://?partitions=2").await.unwrap();
+        assert_eq!(client.backend(), "memory");
+        let err = connect("memory://?bogus=1").await.unwrap_err();
+        assert!(matches!(err, Error::Config(ref m) if m.contains("bogus")), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_named() {
+        let err = connect("mqtt://127.0.0.1").await.unwrap_err();
+        assert!(matches!(err, Error::Config(ref m) if m.contains("mqtt://")), "{err}");
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[tokio::test]
+    async fn disabled_feature_is_named_without_password() {
+        let err = connect("kafka://user:secret@127.0.0.1:9092").await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`kafka` feature"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+}

@@ -37,7 +37,7 @@ impl Topic {
         }
     }
 
-    fn partition_of(&self, message: &Message) -> u32 {
+    pub(super) fn partition_of(&self, message: &Message) -> u32 {
         let n = self.partitions.len() as u32;
         match message.key() {
             Some(key) => partition_for_key(key, n),
@@ -123,15 +123,21 @@ impl Broker {
         self.topics.write().remove(name);
     }
 
-    /// Publishes a batch. `all_or_nothing` holds the commit gate for the
+    /// Publishes a batch; a message with a partition goes there, others by
+    /// key or round robin. `all_or_nothing` holds the commit gate for the
     /// whole batch (transactions).
-    pub(super) fn publish(self: &Arc<Self>, batch: Vec<Message>, all_or_nothing: bool) -> Vec<Receipt> {
+    pub(super) fn publish(
+        self: &Arc<Self>,
+        batch: impl IntoIterator<Item = (Message, Option<u32>)>,
+        all_or_nothing: bool,
+    ) -> Vec<Receipt> {
         let _gate = all_or_nothing.then(|| self.commit_gate.write());
         let now = SystemTime::now();
-        let mut receipts = Vec::with_capacity(batch.len());
+        let batch = batch.into_iter();
+        let mut receipts = Vec::with_capacity(batch.size_hint().0);
         let mut touched: Vec<Arc<Topic>> = Vec::new();
         let mut last_topic: Option<Arc<Topic>> = None;
-        for message in batch {
+        for (message, partition) in batch {
             let topic = match &last_topic {
                 Some(t) if *t.name == *message.topic() => t.clone(),
                 _ => {
@@ -141,7 +147,7 @@ impl Broker {
                 }
             };
             let receipt = match message.idempotency_key().map(Arc::<str>::from) {
-                None => self.append_or_schedule(&topic, message, now),
+                None => self.append_or_schedule(&topic, message, partition, now),
                 Some(key) => {
                     let mut dedup = self.dedup.lock();
                     match dedup.get(&key) {
@@ -151,7 +157,7 @@ impl Broker {
                             again
                         }
                         _ => {
-                            let receipt = self.append_or_schedule(&topic, message, now);
+                            let receipt = self.append_or_schedule(&topic, message, partition, now);
                             dedup.insert(key, (receipt.clone(), Instant::now()));
                             receipt
                         }
@@ -169,9 +175,17 @@ impl Broker {
         receipts
     }
 
-    fn append_or_schedule(self: &Arc<Self>, topic: &Arc<Topic>, message: Message, now: SystemTime) -> Receipt {
+    fn append_or_schedule(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        message: Message,
+        partition: Option<u32>,
+        now: SystemTime,
+    ) -> Receipt {
         let id = message.id().unwrap_or_default();
-        let partition = topic.partition_of(&message);
+        let partition = partition
+            .filter(|p| (*p as usize) < topic.partitions.len())
+            .unwrap_or_else(|| topic.partition_of(&message));
         match message.deliver_at() {
             Some(due) if due > now => {
                 let seq = self.next_id();

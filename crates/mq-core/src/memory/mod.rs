@@ -196,7 +196,7 @@ impl Driver for MemoryDriver {
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
         check_open(&self.closed)?;
-        Ok(self.broker.publish(batch, false))
+        Ok(self.broker.publish(batch.into_iter().map(|m| (m, None)), false))
     }
 
     async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {

@@ -9,14 +9,14 @@ use std::sync::atomic::AtomicBool;
 
 use super::broker::Broker;
 use super::check_open;
-use crate::driver::{partition_for_key, DriverTransaction};
+use crate::driver::DriverTransaction;
 use crate::error::Result;
 use crate::message::{Message, Receipt};
 
 pub(super) struct MemoryTransaction {
     broker: Arc<Broker>,
     closed: Arc<AtomicBool>,
-    staged: Vec<Message>,
+    staged: Vec<(Message, Option<u32>)>,
 }
 
 impl MemoryTransaction {
@@ -33,17 +33,18 @@ impl MemoryTransaction {
 impl DriverTransaction for MemoryTransaction {
     async fn publish(&mut self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
         check_open(&self.closed)?;
-        let receipts = batch
-            .iter()
-            .map(|m| {
-                let topic = self.broker.topic_or_create(m.topic(), None);
-                let partition = m
-                    .key()
-                    .map_or(0, |k| partition_for_key(k, topic.partitions.len() as u32));
-                Receipt::new(m.id().unwrap_or_default(), topic.name.clone(), partition, None)
-            })
-            .collect();
-        self.staged.extend(batch);
+        let mut receipts = Vec::with_capacity(batch.len());
+        for message in batch {
+            let topic = self.broker.topic_or_create(message.topic(), None);
+            let partition = topic.partition_of(&message);
+            receipts.push(Receipt::new(
+                message.id().unwrap_or_default(),
+                topic.name.clone(),
+                partition,
+                None,
+            ));
+            self.staged.push((message, Some(partition)));
+        }
         Ok(receipts)
     }
 

@@ -18,7 +18,8 @@ use crate::runtime::Settler;
 /// [`dead_letter`](Delivery::dead_letter); one dropped unsettled is
 /// redelivered once its consumer goes away.
 pub struct Delivery {
-    pub(crate) message: Message,
+    /// Shared so the copies handlers and retries get are cheap.
+    pub(crate) message: Arc<Message>,
     pub(crate) group: Arc<str>,
     pub(crate) partition: u32,
     pub(crate) offset: Option<u64>,

@@ -35,15 +35,17 @@ pub(crate) async fn run_batches(
         workers.spawn(lane(shared.clone(), handler.clone(), rx, batch));
     }
     let mut next_keyless = 0usize;
-    let fetched = fetch_loop(shared.clone(), |d| {
-        let lane = match d.message.key() {
-            Some(key) => partition_for_key(key, lanes as u32) as usize,
-            None => {
-                next_keyless = (next_keyless + 1) % lanes;
-                next_keyless
-            }
-        };
-        let _ = senders[lane].send(d);
+    let fetched = fetch_loop(shared.clone(), |batch| {
+        for d in batch {
+            let lane = match d.message.key() {
+                Some(key) => partition_for_key(key, lanes as u32) as usize,
+                None => {
+                    next_keyless = (next_keyless + 1) % lanes;
+                    next_keyless
+                }
+            };
+            let _ = senders[lane].send(d);
+        }
     })
     .await;
     drop(senders);

@@ -33,35 +33,46 @@ impl<T> KeyQueue<T> {
         }
     }
 
-    pub(crate) fn push(&self, key: Option<Arc<str>>, item: T) {
+    /// Queues several items under one lock.
+    pub(crate) fn push_all(&self, items: impl IntoIterator<Item = (Option<Arc<str>>, T)>) {
+        let mut ready = 0;
         {
             let mut state = self.state.lock();
-            match key {
-                None => state.ready.push_back((None, item)),
-                Some(key) => match state.busy.get_mut(&key) {
-                    Some(waiting) => {
-                        waiting.push_back(item);
-                        return;
-                    }
+            for (key, item) in items {
+                match key {
                     None => {
-                        state.busy.insert(key.clone(), VecDeque::new());
-                        state.ready.push_back((Some(key), item));
+                        state.ready.push_back((None, item));
+                        ready += 1;
                     }
-                },
+                    Some(key) => match state.busy.get_mut(&key) {
+                        Some(waiting) => waiting.push_back(item),
+                        None => {
+                            state.busy.insert(key.clone(), VecDeque::new());
+                            state.ready.push_back((Some(key), item));
+                            ready += 1;
+                        }
+                    },
+                }
             }
         }
-        self.notify.notify_one();
+        if ready > 0 {
+            self.notify.notify_one();
+        }
     }
 
-    /// The next item to work on; `None` once closed. The caller must call
-    /// [`done`](Self::done) with the key when finished.
-    pub(crate) async fn pop(&self) -> Option<(Option<Arc<str>>, T)> {
+    /// Releases `finished` (the key of the item the caller just completed,
+    /// if it had one) and returns the next item to work on; `None` once
+    /// closed. Both under one lock, as workers do this per message.
+    pub(crate) async fn next(&self, mut finished: Option<Arc<str>>) -> Option<(Option<Arc<str>>, T)> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let mut state = self.state.lock();
+                if let Some(key) = finished.take() {
+                    release(&mut state, key);
+                }
                 if state.closed {
                     return None;
                 }
@@ -78,30 +89,24 @@ impl<T> KeyQueue<T> {
         }
     }
 
-    /// Releases `key`: its next waiting item, if any, becomes ready.
-    pub(crate) fn done(&self, key: Option<Arc<str>>) {
-        let Some(key) = key else { return };
-        let mut state = self.state.lock();
-        let next = match state.busy.get_mut(&key) {
-            Some(waiting) => waiting.pop_front(),
-            None => return,
-        };
-        match next {
-            Some(item) => {
-                state.ready.push_back((Some(key), item));
-                drop(state);
-                self.notify.notify_one();
-            }
-            None => {
-                state.busy.remove(&key);
-            }
-        }
-    }
-
     /// Stops handing out items; waiting `pop`s return `None`.
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;
         self.notify.notify_waiters();
+    }
+}
+
+/// Makes the next waiting item of `key` ready, or forgets the key.
+fn release<T>(state: &mut State<T>, key: Arc<str>) {
+    let next = match state.busy.get_mut(&key) {
+        Some(waiting) => waiting.pop_front(),
+        None => return,
+    };
+    match next {
+        Some(item) => state.ready.push_back((Some(key), item)),
+        None => {
+            state.busy.remove(&key);
+        }
     }
 }
 
@@ -113,19 +118,15 @@ mod tests {
     async fn same_key_waits_other_keys_flow() {
         let q = KeyQueue::new();
         let a: Arc<str> = Arc::from("a");
-        q.push(Some(a.clone()), 1);
-        q.push(Some(a.clone()), 2);
-        q.push(Some(Arc::from("b")), 3);
-        q.push(None, 4);
-        let (k1, v1) = q.pop().await.unwrap();
+        q.push_all([(Some(a.clone()), 1), (Some(a.clone()), 2), (Some(Arc::from("b")), 3), (None, 4)]);
+        let (k1, v1) = q.next(None).await.unwrap();
         assert_eq!(v1, 1);
         // "a" is busy, so 2 waits; 3 and 4 are handed out.
-        assert_eq!(q.pop().await.unwrap().1, 3);
-        assert_eq!(q.pop().await.unwrap().1, 4);
-        q.done(k1);
-        let (_, v2) = q.pop().await.unwrap();
+        assert_eq!(q.next(None).await.unwrap().1, 3);
+        assert_eq!(q.next(None).await.unwrap().1, 4);
+        let (_, v2) = q.next(k1).await.unwrap();
         assert_eq!(v2, 2);
         q.close();
-        assert!(q.pop().await.is_none());
+        assert!(q.next(None).await.is_none());
     }
 }

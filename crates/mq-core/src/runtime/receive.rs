@@ -41,7 +41,7 @@ pub(crate) fn delivery_from_raw(
         }
     }
     Delivery {
-        message,
+        message: Arc::new(message),
         group: group.clone(),
         partition,
         offset,

@@ -80,8 +80,11 @@ impl Shared {
 }
 
 /// Fetches while there is room under the prefetch bound and passes each
-/// delivery to `dispatch`. Returns when stopped, or on a fatal error.
-pub(crate) async fn fetch_loop(shared: Arc<Shared>, mut dispatch: impl FnMut(Delivery)) -> Result<()> {
+/// fetched batch to `dispatch`. Returns when stopped, or on a fatal error.
+pub(crate) async fn fetch_loop(
+    shared: Arc<Shared>,
+    mut dispatch: impl FnMut(Vec<Delivery>),
+) -> Result<()> {
     let mut stop = shared.stop.clone();
     let group = shared.settler.group.clone();
     let mut failures = 0u32;
@@ -115,9 +118,12 @@ pub(crate) async fn fetch_loop(shared: Arc<Shared>, mut dispatch: impl FnMut(Del
                 let unused = granted.saturating_sub(batch.len());
                 shared.permits.add_permits(unused);
                 shared.in_flight.fetch_add(batch.len(), Ordering::AcqRel);
-                for raw in batch {
-                    dispatch(delivery_from_raw(raw, &group, None));
-                }
+                dispatch(
+                    batch
+                        .into_iter()
+                        .map(|raw| delivery_from_raw(raw, &group, None))
+                        .collect(),
+                );
             }
             Err(Error::Closed(what)) => {
                 shared.permits.add_permits(granted);

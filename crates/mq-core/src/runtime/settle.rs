@@ -13,7 +13,7 @@ use crate::client::publish::{republishable, Origin};
 use crate::client::Client;
 use crate::driver::{AckToken, DriverSubscription, Support};
 use crate::error::Result;
-use crate::message::{reserved, Delivery};
+use crate::message::{reserved, Delivery, Message};
 use crate::runtime::retry::retry_topic;
 use crate::runtime::RetryPolicy;
 
@@ -138,7 +138,7 @@ impl Settler {
         if self.client.inner.driver.capabilities().redelivery_delay == Support::Native {
             return self.subscription.nack(delivery.token.clone(), after).await;
         }
-        let mut copy = republishable(delivery.message.clone());
+        let mut copy = republishable(Message::clone(&delivery.message));
         let original_topic = delivery.message.topic().to_owned();
         let headers = copy.headers_mut();
         headers.insert(reserved::PRIOR_ATTEMPTS, delivery.attempt.to_string());
@@ -169,7 +169,7 @@ impl Settler {
                 return self.ack(delivery).await;
             }
         };
-        let mut copy = republishable(delivery.message.clone());
+        let mut copy = republishable(Message::clone(&delivery.message));
         let headers = copy.headers_mut();
         headers.insert(reserved::DLQ_TOPIC, topic);
         headers.insert(reserved::DLQ_GROUP, &*self.group);

@@ -18,23 +18,23 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
     for _ in 0..shared.settings.concurrency.max(1) {
         let (shared, queue, handler) = (shared.clone(), queue.clone(), handler.clone());
         workers.spawn(async move {
-            while let Some((key, delivery)) = queue.pop().await {
+            let mut finished_key = None;
+            while let Some((key, delivery)) = queue.next(finished_key.take()).await {
                 let settled = handle_one(&shared, handler.as_ref(), &delivery).await;
                 if !settled {
                     // Stopping mid-retry: leave it unacked for redelivery, and
                     // keep later messages of the key from overtaking it.
                     break;
                 }
-                queue.done(key);
                 shared.finished(1).await;
+                finished_key = key;
             }
         });
     }
     let fetched = {
         let queue = queue.clone();
-        fetch_loop(shared.clone(), move |d| {
-            let key = d.message.key_arc().cloned();
-            queue.push(key, d)
+        fetch_loop(shared.clone(), move |batch| {
+            queue.push_all(batch.into_iter().map(|d| (d.message.key_arc().cloned(), d)))
         })
         .await
     };

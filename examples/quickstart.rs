@@ -25,7 +25,9 @@ async fn main() -> mq::Result<()> {
     let billing = client
         .consumer("orders", "billing")
         .concurrency(4)
-        .retry(RetryPolicy::new(3).with_backoff(Duration::from_millis(50), Duration::from_millis(200)))
+        .retry(
+            RetryPolicy::new(3).with_backoff(Duration::from_millis(50), Duration::from_millis(200)),
+        )
         .run(handler_fn(move |d: Delivery| {
             let seen_tx = seen_tx.clone();
             async move {
@@ -49,7 +51,10 @@ async fn main() -> mq::Result<()> {
         let receipt = producer
             .send(Message::new("orders", format!("order {order}")).with_key(customer))
             .await?;
-        println!("   sent order {order} as {} to partition {}", receipt.id, receipt.partition);
+        println!(
+            "   sent order {order} as {} to partition {}",
+            receipt.id, receipt.partition
+        );
     }
     for _ in 0..3 {
         println!("   {}", next(&mut seen).await);
@@ -65,11 +70,21 @@ async fn main() -> mq::Result<()> {
 
     println!("\n3. a transaction: both or neither");
     let mut tx = producer.begin().await?;
-    tx.send(Message::new("orders", "order 4 (in a committed transaction)")).await?;
-    tx.send(Message::new("orders", "order 5 (in a committed transaction)")).await?;
+    tx.send(Message::new(
+        "orders",
+        "order 4 (in a committed transaction)",
+    ))
+    .await?;
+    tx.send(Message::new(
+        "orders",
+        "order 5 (in a committed transaction)",
+    ))
+    .await?;
     tx.commit().await?;
     let mut aborted = producer.begin().await?;
-    aborted.send(Message::new("orders", "order 6 (aborted: never delivered)")).await?;
+    aborted
+        .send(Message::new("orders", "order 6 (aborted: never delivered)"))
+        .await?;
     aborted.abort().await?;
     for _ in 0..2 {
         println!("   {}", next(&mut seen).await);
@@ -82,8 +97,14 @@ async fn main() -> mq::Result<()> {
     let again = producer
         .send(Message::new("orders", "order 7").with_idempotency_key("checkout-7"))
         .await?;
-    println!("   first send: id {} duplicate={}", first.id, first.duplicate);
-    println!("   second send: id {} duplicate={}", again.id, again.duplicate);
+    println!(
+        "   first send: id {} duplicate={}",
+        first.id, first.duplicate
+    );
+    println!(
+        "   second send: id {} duplicate={}",
+        again.id, again.duplicate
+    );
     println!("   {}", next(&mut seen).await);
 
     println!("\n5. a poison message goes to the dead-letter topic");
@@ -106,7 +127,9 @@ async fn main() -> mq::Result<()> {
             }
         }))
         .await?;
-    producer.send(Message::new("orders", "poison {not json")).await?;
+    producer
+        .send(Message::new("orders", "poison {not json"))
+        .await?;
     println!("   {}", next(&mut dead).await);
 
     billing.shutdown().await?;

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use mq::{handler_fn, Delivery, HandlerResult, Message, TopicSpec};
 
 fn arg(n: usize, default: u64) -> u64 {
-    std::env::args().nth(n).and_then(|a| a.parse().ok()).unwrap_or(default)
+    std::env::args()
+        .nth(n)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(default)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -35,7 +38,10 @@ async fn main() -> mq::Result<()> {
     let batch = 1_000u64;
 
     let client = mq::connect("memory://?partitions=8").await?;
-    client.admin().ensure_topic("bench", TopicSpec::new(8)).await?;
+    client
+        .admin()
+        .ensure_topic("bench", TopicSpec::new(8))
+        .await?;
     let handled = Arc::new(AtomicU64::new(0));
     let consumer = {
         let handled = handled.clone();
@@ -61,7 +67,10 @@ async fn main() -> mq::Result<()> {
     while sent < messages {
         let n = batch.min(messages - sent);
         let messages: Vec<Message> = (sent..sent + n)
-            .map(|i| Message::new("bench", payload.clone()).with_key(key_names[(i % keys) as usize].clone()))
+            .map(|i| {
+                Message::new("bench", payload.clone())
+                    .with_key(key_names[(i % keys) as usize].clone())
+            })
             .collect();
         producer.send_batch(messages).await?;
         sent += n;

@@ -41,9 +41,8 @@ struct ConfigFile {
 impl Config {
     /// Parses a URL; its query parameters become options.
     pub fn from_url(text: &str) -> Result<Self> {
-        let mut url = Url::parse(text).map_err(|e| {
-            Error::Config(format!("cannot parse URL {}: {e}", redact_text(text)))
-        })?;
+        let mut url = Url::parse(text)
+            .map_err(|e| Error::Config(format!("cannot parse URL {}: {e}", redact_text(text))))?;
         let mut options = BTreeMap::new();
         for (k, v) in url.query_pairs() {
             if options.insert(k.to_string(), v.to_string()).is_some() {
@@ -201,9 +200,10 @@ impl OptionReader {
     {
         match self.remaining.remove(name) {
             None => Ok(None),
-            Some(text) => text.parse().map(Some).map_err(|e| {
-                Error::Config(format!("option {name}={text:?} is invalid: {e}"))
-            }),
+            Some(text) => text
+                .parse()
+                .map(Some)
+                .map_err(|e| Error::Config(format!("option {name}={text:?} is invalid: {e}"))),
         }
     }
 
@@ -238,7 +238,8 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     if let Ok(ms) = text.parse::<u64>() {
         return Ok(Duration::from_millis(ms));
     }
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration like 250ms, 5s, 2m: {e}"))
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like 250ms, 5s, 2m: {e}"))
 }
 
 #[cfg(test)]
@@ -250,7 +251,10 @@ mod tests {
         let cfg = Config::from_url("redis://:hunter2@127.0.0.1:6379/0?block=5s").unwrap();
         assert_eq!(cfg.scheme(), "redis");
         let mut r = cfg.reader();
-        assert_eq!(r.take_duration("block").unwrap(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            r.take_duration("block").unwrap(),
+            Some(Duration::from_secs(5))
+        );
         r.finish().unwrap();
         assert!(!cfg.to_string().contains("hunter2"));
         assert!(!format!("{cfg:?}").contains("hunter2"));
@@ -268,13 +272,19 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         let cfg = Config::from_url("memory://?partitions=many").unwrap();
-        let err = cfg.reader().take::<u32>("partitions").unwrap_err().to_string();
+        let err = cfg
+            .reader()
+            .take::<u32>("partitions")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("partitions") && err.contains("many"), "{err}");
     }
 
     #[test]
     fn unparsable_url_is_redacted() {
-        let err = Config::from_url("amqp://user:pw@[bad/").unwrap_err().to_string();
+        let err = Config::from_url("amqp://user:pw@[bad/")
+            .unwrap_err()
+            .to_string();
         assert!(!err.contains("pw@"), "{err}");
     }
 

@@ -4,5 +4,7 @@ use mq_core::{memory::MemoryDriver, Client, Config};
 
 mq_testkit::conformance_suite!(|| async {
     let config = Config::from_url("memory://").expect("url");
-    Some(Client::new(MemoryDriver::from_config(&config).expect("driver")))
+    Some(Client::new(
+        MemoryDriver::from_config(&config).expect("driver"),
+    ))
 });

@@ -24,7 +24,11 @@ async fn emulated_delay_survives_the_publishing_process() {
 
     let name = format!("restart-{}", uuid::Uuid::now_v7().simple());
     let url = format!("memory://{name}?delay=emulated");
-    let open = || Client::new(MemoryDriver::from_config(&Config::from_url(&url).expect("url")).expect("driver"));
+    let open = || {
+        Client::new(
+            MemoryDriver::from_config(&Config::from_url(&url).expect("url")).expect("driver"),
+        )
+    };
 
     // The broker outlives the "processes" below, as a real broker would.
     let broker = open();
@@ -40,8 +44,15 @@ async fn emulated_delay_survives_the_publishing_process() {
 
     let second = open();
     let recorder = Recorder::new();
-    let consumer = second.consumer("reminders", "orders").run(recorder.handler()).await.expect("run");
-    assert!(recorder.wait_for(1, Duration::from_secs(10)).await, "the delayed message was lost with its publisher");
+    let consumer = second
+        .consumer("reminders", "orders")
+        .run(recorder.handler())
+        .await
+        .expect("run");
+    assert!(
+        recorder.wait_for(1, Duration::from_secs(10)).await,
+        "the delayed message was lost with its publisher"
+    );
     consumer.shutdown().await.expect("shutdown");
     let seen = recorder.seen();
     assert_eq!(seen.len(), 1);

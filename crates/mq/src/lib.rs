@@ -119,13 +119,21 @@ fn not_yet_available(
     enabled: bool,
 ) -> Result<std::sync::Arc<dyn driver::Driver>> {
     if enabled {
-        Err(Error::unsupported("this URL scheme (driver not implemented yet)", feature))
+        Err(Error::unsupported(
+            "this URL scheme (driver not implemented yet)",
+            feature,
+        ))
     } else {
         Err(Error::Config(format!(
             "{config} needs the `{feature}` feature of mq: mq = {{ version = \"0.1\", features = [\"{feature}\"] }}"
         )))
     }
 }
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 #[cfg(test)]
 mod tests {
@@ -136,19 +144,27 @@ mod tests {
         let client = connect("memory://?partitions=2").await.unwrap();
         assert_eq!(client.backend(), "memory");
         let err = connect("memory://?bogus=1").await.unwrap_err();
-        assert!(matches!(err, Error::Config(ref m) if m.contains("bogus")), "{err}");
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("bogus")),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn unknown_scheme_is_named() {
         let err = connect("mqtt://127.0.0.1").await.unwrap_err();
-        assert!(matches!(err, Error::Config(ref m) if m.contains("mqtt://")), "{err}");
+        assert!(
+            matches!(err, Error::Config(ref m) if m.contains("mqtt://")),
+            "{err}"
+        );
     }
 
     #[cfg(not(feature = "kafka"))]
     #[tokio::test]
     async fn disabled_feature_is_named_without_password() {
-        let err = connect("kafka://user:secret@127.0.0.1:9092").await.unwrap_err();
+        let err = connect("kafka://user:secret@127.0.0.1:9092")
+            .await
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("`kafka` feature"), "{text}");
         assert!(!text.contains("secret"), "{text}");

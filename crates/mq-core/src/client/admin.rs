@@ -16,7 +16,11 @@ impl Admin {
     pub async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> Result<()> {
         validate_topic(topic)?;
         if spec.partitions == 0 {
-            return Err(crate::Error::invalid("partitions", "0", "a topic needs at least one partition"));
+            return Err(crate::Error::invalid(
+                "partitions",
+                "0",
+                "a topic needs at least one partition",
+            ));
         }
         self.client.inner.driver.ensure_topic(topic, &spec).await
     }

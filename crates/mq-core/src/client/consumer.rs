@@ -202,7 +202,11 @@ impl ConsumerBuilder {
         max_wait: Duration,
     ) -> Result<ConsumerHandle> {
         if max_messages == 0 {
-            return Err(Error::invalid("max_messages", "0", "a batch holds at least one message"));
+            return Err(Error::invalid(
+                "max_messages",
+                "0",
+                "a batch holds at least one message",
+            ));
         }
         let settler = self.open().await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);

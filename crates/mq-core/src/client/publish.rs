@@ -143,7 +143,11 @@ impl Publisher {
         Ok((messages, destinations))
     }
 
-    pub(crate) async fn publish(&self, batch: Vec<Message>, origin: Origin) -> Result<Vec<Receipt>> {
+    pub(crate) async fn publish(
+        &self,
+        batch: Vec<Message>,
+        origin: Origin,
+    ) -> Result<Vec<Receipt>> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }

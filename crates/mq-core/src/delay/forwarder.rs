@@ -27,7 +27,10 @@ fn hop_due(raw: &RawDelivery) -> u64 {
 /// level, or delivered to its destination. `None` when it is not a parked
 /// message (no destination header).
 fn next_hop(message: Message, now: SystemTime) -> Option<Message> {
-    let destination = message.headers().get(reserved::DELAY_DESTINATION)?.to_owned();
+    let destination = message
+        .headers()
+        .get(reserved::DELAY_DESTINATION)?
+        .to_owned();
     let due_ms = header_ms(&message, reserved::DELIVER_AT)?;
     let mut message = republishable(message);
     let headers = message.headers_mut();
@@ -126,7 +129,11 @@ pub(super) async fn forward_level(
             }
         }
         if !malformed.is_empty() {
-            tracing::error!(level_ms, count = malformed.len(), "dropping messages without delay headers from a delay topic");
+            tracing::error!(
+                level_ms,
+                count = malformed.len(),
+                "dropping messages without delay headers from a delay topic"
+            );
             if let Err(error) = subscription.ack(malformed).await {
                 tracing::warn!(%error, "acking malformed delay messages failed");
             }
@@ -181,11 +188,18 @@ mod tests {
     #[test]
     fn early_message_is_parked_again() {
         let now = SystemTime::now();
-        let parked = park_at(Message::new("orders", "x"), now + Duration::from_secs(3), now);
+        let parked = park_at(
+            Message::new("orders", "x"),
+            now + Duration::from_secs(3),
+            now,
+        );
         assert_eq!(parked.topic(), "__mq.delay.1000");
         let out = next_hop(parked, now + Duration::from_secs(1)).unwrap();
         assert_eq!(out.topic(), "__mq.delay.1000");
-        assert_eq!(out.headers().get(reserved::DELAY_DESTINATION), Some("orders"));
+        assert_eq!(
+            out.headers().get(reserved::DELAY_DESTINATION),
+            Some("orders")
+        );
         assert!(next_hop(Message::new("__mq.delay.50", "junk"), now).is_none());
     }
 }

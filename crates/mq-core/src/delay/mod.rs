@@ -155,12 +155,19 @@ mod tests {
         let due = now + Duration::from_millis(1_500);
         let parked = park_at(Message::new("orders", "x"), due, now);
         assert_eq!(parked.topic(), "__mq.delay.1000");
-        assert_eq!(parked.headers().get(reserved::DELAY_DESTINATION), Some("orders"));
+        assert_eq!(
+            parked.headers().get(reserved::DELAY_DESTINATION),
+            Some("orders")
+        );
         assert_eq!(
             parked.headers().get(reserved::DELAY_HOP_DUE),
             Some(millis(now + Duration::from_secs(1)).to_string().as_str())
         );
-        let short = park_at(Message::new("orders", "x"), now + Duration::from_millis(20), now);
+        let short = park_at(
+            Message::new("orders", "x"),
+            now + Duration::from_millis(20),
+            now,
+        );
         assert_eq!(
             short.headers().get(reserved::DELAY_HOP_DUE),
             Some(millis(now + Duration::from_millis(20)).to_string().as_str())

@@ -8,6 +8,6 @@ mod spi;
 pub use capabilities::{Capabilities, Support};
 pub use partitioner::{murmur2, partition_for_key};
 pub use spi::{
-    AckToken, Driver, DriverSubscription, DriverTransaction, PartitionLag, RawDelivery,
-    StartFrom, SubscribeSpec, TopicSpec,
+    AckToken, Driver, DriverSubscription, DriverTransaction, PartitionLag, RawDelivery, StartFrom,
+    SubscribeSpec, TopicSpec,
 };

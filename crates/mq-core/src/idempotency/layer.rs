@@ -72,7 +72,11 @@ pub(crate) fn dedup_key(delivery: &Delivery) -> String {
         Some(key) => format!("k:{key}"),
         None => format!(
             "id:{}",
-            delivery.message().id().map(|i| i.to_string()).unwrap_or_default()
+            delivery
+                .message()
+                .id()
+                .map(|i| i.to_string())
+                .unwrap_or_default()
         ),
     }
 }

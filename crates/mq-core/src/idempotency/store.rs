@@ -102,9 +102,10 @@ impl DedupStore for MemoryDedupStore {
 
     async fn complete(&self, scope: &str, key: &str, ttl: Duration) -> Result<()> {
         let mut entries = self.entries.lock();
-        entries
-            .map
-            .insert((scope.to_owned(), key.to_owned()), Entry::Done(Instant::now() + ttl));
+        entries.map.insert(
+            (scope.to_owned(), key.to_owned()),
+            Entry::Done(Instant::now() + ttl),
+        );
         Ok(())
     }
 
@@ -127,8 +128,14 @@ mod tests {
         let store = MemoryDedupStore::new();
         let lease = Duration::from_secs(60);
         assert_eq!(store.claim("g", "k", lease).await.unwrap(), Claim::Claimed);
-        assert_eq!(store.claim("g", "k", lease).await.unwrap(), Claim::InProgress);
-        assert_eq!(store.claim("other", "k", lease).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim("g", "k", lease).await.unwrap(),
+            Claim::InProgress
+        );
+        assert_eq!(
+            store.claim("other", "k", lease).await.unwrap(),
+            Claim::Claimed
+        );
         store.release("g", "k").await.unwrap();
         assert_eq!(store.claim("g", "k", lease).await.unwrap(), Claim::Claimed);
         store.complete("g", "k", lease).await.unwrap();
@@ -140,9 +147,18 @@ mod tests {
     #[tokio::test]
     async fn expired_entries_can_be_claimed_again() {
         let store = MemoryDedupStore::new();
-        assert_eq!(store.claim("g", "k", Duration::ZERO).await.unwrap(), Claim::Claimed);
-        assert_eq!(store.claim("g", "k", Duration::from_secs(1)).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim("g", "k", Duration::ZERO).await.unwrap(),
+            Claim::Claimed
+        );
+        assert_eq!(
+            store.claim("g", "k", Duration::from_secs(1)).await.unwrap(),
+            Claim::Claimed
+        );
         store.complete("g", "k", Duration::ZERO).await.unwrap();
-        assert_eq!(store.claim("g", "k", Duration::from_secs(1)).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            store.claim("g", "k", Duration::from_secs(1)).await.unwrap(),
+            Claim::Claimed
+        );
     }
 }

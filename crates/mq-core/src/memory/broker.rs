@@ -235,7 +235,9 @@ impl Broker {
         let mut touched: Vec<Arc<Topic>> = Vec::new();
         for s in due {
             let message = s.message.with_published_at(now);
-            s.topic.partitions[s.partition as usize].lock().append(message);
+            s.topic.partitions[s.partition as usize]
+                .lock()
+                .append(message);
             if !touched.iter().any(|t| Arc::ptr_eq(t, &s.topic)) {
                 touched.push(s.topic);
             }
@@ -298,7 +300,9 @@ impl Broker {
             let end = log.end();
             let log = &mut *log;
             let (records, base) = (&log.records, log.base);
-            let Some(cursor) = log.cursors.get_mut(group) else { continue };
+            let Some(cursor) = log.cursors.get_mut(group) else {
+                continue;
+            };
             // A partition moved to this member waits until the previous
             // owner has settled what it holds, so keys stay in order.
             if cursor.held_by_other(member) {
@@ -312,17 +316,40 @@ impl Broker {
                 .take(max - out.len())
                 .collect();
             for offset in due {
-                let Some(r) = cursor.returned.remove(&offset) else { continue };
+                let Some(r) = cursor.returned.remove(&offset) else {
+                    continue;
+                };
                 let count = r.count.saturating_add(1);
-                cursor.in_flight.insert(offset, InFlight { owner: member, count, first_seen: r.first_seen });
+                cursor.in_flight.insert(
+                    offset,
+                    InFlight {
+                        owner: member,
+                        count,
+                        first_seen: r.first_seen,
+                    },
+                );
                 if let Some(record) = record_at(records, base, offset) {
-                    out.push(raw(&topic.name, p as u32, offset, record, count, r.first_seen));
+                    out.push(raw(
+                        &topic.name,
+                        p as u32,
+                        offset,
+                        record,
+                        count,
+                        r.first_seen,
+                    ));
                 }
             }
             while out.len() < max && cursor.next < end {
                 let offset = cursor.next;
                 cursor.next += 1;
-                cursor.in_flight.insert(offset, InFlight { owner: member, count: 1, first_seen: wall });
+                cursor.in_flight.insert(
+                    offset,
+                    InFlight {
+                        owner: member,
+                        count: 1,
+                        first_seen: wall,
+                    },
+                );
                 if let Some(record) = record_at(records, base, offset) {
                     out.push(raw(&topic.name, p as u32, offset, record, 1, wall));
                 }
@@ -356,7 +383,9 @@ impl Broker {
     }
 
     pub(super) fn nack(&self, group: &Arc<str>, token: &AckToken, after: Duration) {
-        let Some(topic) = self.topic(&token.topic) else { return };
+        let Some(topic) = self.topic(&token.topic) else {
+            return;
+        };
         let moved = topic
             .partitions
             .get(token.partition as usize)
@@ -421,7 +450,9 @@ async fn run_scheduler(broker: Weak<Broker>) {
     // broker stops its scheduler.
     const IDLE: Duration = Duration::from_millis(250);
     loop {
-        let Some(broker) = broker.upgrade() else { return };
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
         let next = broker.promote_due();
         let pause = next
             .map(|at| at.duration_since(SystemTime::now()).unwrap_or_default())

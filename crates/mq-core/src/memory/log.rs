@@ -139,7 +139,6 @@ impl PartitionLog {
         offset
     }
 
-
     /// The group's cursor, created at the start or the end of the log.
     pub(super) fn cursor(&mut self, group: &Arc<str>, from_end: bool) -> &mut Cursor {
         let start = if from_end { self.end() } else { self.base };

@@ -118,7 +118,9 @@ impl MemoryDriver {
         }
         let mut reader = config.reader();
         let defaults = MemoryOptions::default();
-        let partitions = reader.take::<u32>("partitions")?.unwrap_or(defaults.partitions);
+        let partitions = reader
+            .take::<u32>("partitions")?
+            .unwrap_or(defaults.partitions);
         if partitions == 0 {
             return Err(Error::Config("option partitions must be at least 1".into()));
         }
@@ -196,7 +198,9 @@ impl Driver for MemoryDriver {
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
         check_open(&self.closed)?;
-        Ok(self.broker.publish(batch.into_iter().map(|m| (m, None)), false))
+        Ok(self
+            .broker
+            .publish(batch.into_iter().map(|m| (m, None)), false))
     }
 
     async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {

@@ -25,7 +25,11 @@ pub(super) struct MemorySubscription {
 }
 
 impl MemorySubscription {
-    pub(super) fn join(broker: Arc<Broker>, driver_closed: Arc<AtomicBool>, spec: SubscribeSpec) -> Self {
+    pub(super) fn join(
+        broker: Arc<Broker>,
+        driver_closed: Arc<AtomicBool>,
+        spec: SubscribeSpec,
+    ) -> Self {
         let group: Arc<str> = Arc::from(spec.group.as_str());
         let member = broker.next_id();
         let topics: Vec<Arc<Topic>> = spec
@@ -83,7 +87,10 @@ impl DriverSubscription for MemorySubscription {
             {
                 let _gate = self.broker.commit_gate.read();
                 for topic in &self.topics {
-                    if let Some(due) = self.broker.take(topic, &self.group, self.member, max, &mut out) {
+                    if let Some(due) =
+                        self.broker
+                            .take(topic, &self.group, self.member, max, &mut out)
+                    {
                         next_due = Some(next_due.map_or(due, |d: std::time::Instant| d.min(due)));
                     }
                     if out.len() >= max {

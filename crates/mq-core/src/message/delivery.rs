@@ -11,7 +11,7 @@ use crate::runtime::Settler;
 /// A received message with where it came from, which attempt this is, and
 /// (in stream mode) the operations that settle it.
 ///
-/// Consumers run by [`Consumer::run`](crate::Consumer::run) get `&Delivery`
+/// Consumers run by [`ConsumerBuilder::run`](crate::ConsumerBuilder::run) get `&Delivery`
 /// and settle by returning from the handler. Consumers that read a
 /// [`Subscription`](crate::Subscription) stream settle each delivery
 /// themselves with [`ack`](Delivery::ack), [`nack`](Delivery::nack) or

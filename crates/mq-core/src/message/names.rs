@@ -58,13 +58,11 @@ pub fn validate_topic(topic: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks a topic name that may be one of mq's internal topics (`__mq...`).
+/// Checks a topic name the runtime derives from user names: internal
+/// topics (`__mq.retry.<group>.<topic>`) and dead-letter topics
+/// (`<topic>.dlq`) may be longer than a user topic.
 pub(crate) fn validate_any_topic(topic: &str) -> Result<()> {
-    if topic.starts_with(RESERVED_PREFIX) {
-        check_name("topic", topic, MAX_TOPIC_LEN + MAX_GROUP_LEN + 32)
-    } else {
-        validate_topic(topic)
-    }
+    check_name("topic", topic, MAX_TOPIC_LEN + MAX_GROUP_LEN + 32)
 }
 
 /// Checks a consumer group name: `[A-Za-z0-9._-]{1,100}`, not starting with `__mq`.
@@ -95,11 +93,18 @@ pub fn validate_header_name(name: &str) -> Result<()> {
         return Err(Error::invalid(
             "header name",
             name,
-            format!("is {} bytes long, the maximum is {MAX_HEADER_NAME_LEN}", name.len()),
+            format!(
+                "is {} bytes long, the maximum is {MAX_HEADER_NAME_LEN}",
+                name.len()
+            ),
         ));
     }
     if name.chars().any(char::is_control) {
-        return Err(Error::invalid("header name", name, "contains a control character"));
+        return Err(Error::invalid(
+            "header name",
+            name,
+            "contains a control character",
+        ));
     }
     if is_reserved_header(name) {
         return Err(Error::invalid(

@@ -30,7 +30,12 @@ pub struct Receipt {
 
 impl Receipt {
     /// A receipt for a fresh (non-duplicate) write.
-    pub fn new(id: MessageId, topic: impl Into<Arc<str>>, partition: u32, offset: Option<u64>) -> Self {
+    pub fn new(
+        id: MessageId,
+        topic: impl Into<Arc<str>>,
+        partition: u32,
+        offset: Option<u64>,
+    ) -> Self {
         Receipt {
             id,
             topic: topic.into(),

@@ -12,6 +12,7 @@ use crate::driver::partition_for_key;
 use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::run::{drain, fetch_loop, Shared};
+use crate::runtime::handler::catch_panic;
 use crate::runtime::{BatchHandler, HandlerError};
 
 /// How batches are cut.
@@ -95,7 +96,7 @@ async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: Vec<De
     let mut attempt = batch.iter().map(Delivery::attempt).max().unwrap_or(1);
     let mut current = batch;
     loop {
-        let outcome = handler.handle_batch(&current).await;
+        let outcome = catch_panic(handler.handle_batch(&current)).await;
         let mut settle_errors = Vec::new();
         match outcome {
             Ok(()) => {

@@ -90,6 +90,23 @@ impl fmt::Debug for HandlerError {
 /// The result of handling.
 pub type HandlerResult = Result<(), HandlerError>;
 
+/// Turns a panic inside `work` into a retryable failure, so a panicking
+/// handler costs one attempt instead of a worker (and its key) for good.
+pub(crate) async fn catch_panic(work: impl std::future::Future<Output = HandlerResult>) -> HandlerResult {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(work).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-string panic".to_owned());
+            Err(HandlerError::retry(format!("handler panicked: {text}")))
+        }
+    }
+}
+
 /// Handles one message at a time. Returning `Ok` acks it.
 ///
 /// Implement it for middleware and stateful handlers; for closures use

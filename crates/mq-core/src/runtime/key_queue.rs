@@ -63,7 +63,10 @@ impl<T> KeyQueue<T> {
     /// Releases `finished` (the key of the item the caller just completed,
     /// if it had one) and returns the next item to work on; `None` once
     /// closed. Both under one lock, as workers do this per message.
-    pub(crate) async fn next(&self, mut finished: Option<Arc<str>>) -> Option<(Option<Arc<str>>, T)> {
+    pub(crate) async fn next(
+        &self,
+        mut finished: Option<Arc<str>>,
+    ) -> Option<(Option<Arc<str>>, T)> {
         loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -118,7 +121,12 @@ mod tests {
     async fn same_key_waits_other_keys_flow() {
         let q = KeyQueue::new();
         let a: Arc<str> = Arc::from("a");
-        q.push_all([(Some(a.clone()), 1), (Some(a.clone()), 2), (Some(Arc::from("b")), 3), (None, 4)]);
+        q.push_all([
+            (Some(a.clone()), 1),
+            (Some(a.clone()), 2),
+            (Some(Arc::from("b")), 3),
+            (None, 4),
+        ]);
         let (k1, v1) = q.next(None).await.unwrap();
         assert_eq!(v1, 1);
         // "a" is busy, so 2 waits; 3 and 4 are handed out.

@@ -3,7 +3,7 @@
 //! graceful shutdown.
 //!
 //! Flow of one message: the fetch loop takes deliveries from the driver while
-//! fewer than `prefetch` are unsettled; the [key queue](key_queue) hands them to
+//! fewer than `prefetch` are unsettled; the key queue hands them to
 //! `concurrency` workers so one key is handled by one worker at a time, in
 //! order; a worker runs the [`Layer`] stack around the [`Handler`] and then
 //! settles: ack on success; on failure retry in place (ordered) or schedule a
@@ -32,7 +32,7 @@ pub(crate) use retry::retry_topic;
 pub use retry::RetryPolicy;
 pub use run::ConsumerHandle;
 pub(crate) use run::{RunSettings, Shared};
-pub(crate) use settle::{from_millis, millis};
 pub use settle::DeadLetter;
 pub(crate) use settle::Settler;
+pub(crate) use settle::{from_millis, millis};
 pub(crate) use worker::run_handler;

@@ -26,7 +26,10 @@ pub(crate) fn delivery_from_raw(
         if let Some(prior) = headers.remove(reserved::PRIOR_ATTEMPTS) {
             prior_attempts = prior.parse().unwrap_or(0);
         }
-        if let Some(ms) = headers.remove(reserved::FIRST_SEEN).and_then(|v| v.parse().ok()) {
+        if let Some(ms) = headers
+            .remove(reserved::FIRST_SEEN)
+            .and_then(|v| v.parse().ok())
+        {
             first_seen = from_millis(ms);
         }
         let original_topic = headers.remove(reserved::RETRY_TOPIC);

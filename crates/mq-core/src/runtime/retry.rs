@@ -66,13 +66,21 @@ impl RetryPolicy {
 
     /// Sets the growth factor (at least 1.0).
     pub fn with_multiplier(mut self, multiplier: f64) -> Self {
-        self.multiplier = if multiplier.is_finite() { multiplier.max(1.0) } else { 1.0 };
+        self.multiplier = if multiplier.is_finite() {
+            multiplier.max(1.0)
+        } else {
+            1.0
+        };
         self
     }
 
     /// Sets the random spread (clamped to 0.0..=1.0).
     pub fn with_jitter(mut self, jitter: f64) -> Self {
-        self.jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 0.0 };
+        self.jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         self
     }
 
@@ -107,10 +115,14 @@ mod tests {
 
     #[test]
     fn jitter_stays_in_range() {
-        let policy = RetryPolicy::new(3).with_backoff(Duration::from_millis(100), Duration::from_secs(1));
+        let policy =
+            RetryPolicy::new(3).with_backoff(Duration::from_millis(100), Duration::from_secs(1));
         for _ in 0..1000 {
             let b = policy.backoff(2);
-            assert!(b >= Duration::from_millis(160) && b <= Duration::from_millis(240), "{b:?}");
+            assert!(
+                b >= Duration::from_millis(160) && b <= Duration::from_millis(240),
+                "{b:?}"
+            );
         }
     }
 

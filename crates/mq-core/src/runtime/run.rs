@@ -38,7 +38,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(settler: Arc<Settler>, settings: RunSettings, stop: watch::Receiver<bool>) -> Arc<Self> {
+    pub(crate) fn new(
+        settler: Arc<Settler>,
+        settings: RunSettings,
+        stop: watch::Receiver<bool>,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             permits: Arc::new(Semaphore::new(settings.prefetch)),
             settler,
@@ -175,7 +179,10 @@ pub struct ConsumerHandle {
 }
 
 impl ConsumerHandle {
-    pub(crate) fn new(stop: watch::Sender<bool>, task: tokio::task::JoinHandle<Result<()>>) -> Self {
+    pub(crate) fn new(
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<Result<()>>,
+    ) -> Self {
         ConsumerHandle {
             stop,
             task: Some(task),

@@ -131,7 +131,12 @@ impl Settler {
 
     /// Schedules another attempt after `after`, or dead-letters when the
     /// attempts are used up. Does not block other messages.
-    pub(crate) async fn retry(&self, delivery: &Delivery, after: Duration, error: String) -> Result<()> {
+    pub(crate) async fn retry(
+        &self,
+        delivery: &Delivery,
+        after: Duration,
+        error: String,
+    ) -> Result<()> {
         if self.policy.exhausted(delivery.attempt) {
             return self.dead_letter(delivery, error).await;
         }
@@ -142,12 +147,18 @@ impl Settler {
         let original_topic = delivery.message.topic().to_owned();
         let headers = copy.headers_mut();
         headers.insert(reserved::PRIOR_ATTEMPTS, delivery.attempt.to_string());
-        headers.insert(reserved::FIRST_SEEN, millis(delivery.first_seen).to_string());
+        headers.insert(
+            reserved::FIRST_SEEN,
+            millis(delivery.first_seen).to_string(),
+        );
         headers.insert(reserved::RETRY_TOPIC, original_topic.clone());
         let copy = copy
             .with_topic(retry_topic(&self.group, &original_topic))
             .with_delay(after);
-        self.client.publisher().publish(vec![copy], Origin::Internal).await?;
+        self.client
+            .publisher()
+            .publish(vec![copy], Origin::Internal)
+            .await?;
         self.ack(delivery).await
     }
 
@@ -189,12 +200,15 @@ impl Settler {
 
     /// Gives a delivery back for immediate redelivery, used when settling failed.
     pub(crate) async fn release(&self, delivery: &Delivery) -> Result<()> {
-        self.subscription.nack(delivery.token.clone(), Duration::ZERO).await
+        self.subscription
+            .nack(delivery.token.clone(), Duration::ZERO)
+            .await
     }
 }
 
 pub(crate) fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 pub(crate) fn from_millis(ms: u64) -> SystemTime {
@@ -212,6 +226,9 @@ mod tests {
     #[test]
     fn formats_rfc3339() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(from_millis(951_782_400_123)), "2000-02-29T00:00:00.123Z");
+        assert_eq!(
+            rfc3339(from_millis(951_782_400_123)),
+            "2000-02-29T00:00:00.123Z"
+        );
     }
 }

@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::key_queue::KeyQueue;
 use crate::runtime::run::{drain, fetch_loop, Shared};
+use crate::runtime::handler::catch_panic;
 use crate::runtime::{Handler, HandlerError};
-use crate::error::Result;
 
 /// Runs `handler` on `concurrency` workers fed by a key-ordered queue.
 pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) -> Result<()> {
@@ -56,7 +57,7 @@ async fn handle_one(shared: &Shared, handler: &dyn Handler, delivery: &Delivery)
             view = delivery.with_attempt(attempt);
             &view
         };
-        let outcome = match handler.handle(current).await {
+        let outcome = match catch_panic(handler.handle(current)).await {
             Ok(()) => settler.ack_buffered(current).await,
             Err(HandlerError::Reject { reason }) => settler.dead_letter(current, reason).await,
             Err(HandlerError::Retry { error, after }) => {

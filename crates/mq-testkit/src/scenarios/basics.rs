@@ -2,7 +2,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mq_core::driver::{Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec};
+use mq_core::driver::{
+    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
+};
 use mq_core::{async_trait, Client, Error, Message, Receipt, Support, TopicSpec};
 
 use super::SOON;
@@ -40,7 +42,12 @@ pub async fn round_trip(ctx: &Context) -> Result<(), Skip> {
         .run(recorder.handler())
         .await
         .expect("run");
-    assert!(recorder.wait_for(sent.len(), SOON).await, "only {} of {} arrived", recorder.len(), sent.len());
+    assert!(
+        recorder.wait_for(sent.len(), SOON).await,
+        "only {} of {} arrived",
+        recorder.len(),
+        sent.len()
+    );
     consumer.shutdown().await.expect("shutdown");
     let seen = recorder.seen();
     assert_eq!(seen.len(), sent.len(), "no message may arrive twice");
@@ -55,10 +62,17 @@ pub async fn round_trip(ctx: &Context) -> Result<(), Skip> {
         assert_eq!(d.key(), m.key());
         assert_eq!(d.payload(), m.payload());
         for (name, value) in m.headers().iter() {
-            assert_eq!(d.message().headers().get(name), Some(value), "header {name}");
+            assert_eq!(
+                d.message().headers().get(name),
+                Some(value),
+                "header {name}"
+            );
         }
         assert!(
-            d.message().headers().iter().all(|(n, _)| !n.starts_with("mq-")),
+            d.message()
+                .headers()
+                .iter()
+                .all(|(n, _)| !n.starts_with("mq-")),
             "internal headers leak: {:?}",
             d.message().headers()
         );
@@ -71,17 +85,35 @@ pub async fn round_trip(ctx: &Context) -> Result<(), Skip> {
 pub async fn group_load_sharing(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("share");
     let group = ctx.group("share");
-    ctx.client.admin().ensure_topic(&topic, TopicSpec::new(4)).await.expect("ensure_topic");
+    ctx.client
+        .admin()
+        .ensure_topic(&topic, TopicSpec::new(4))
+        .await
+        .expect("ensure_topic");
     let (a, b) = (Recorder::new(), Recorder::new());
-    let ca = ctx.client.consumer(&topic, &group).run(a.handler()).await.expect("run a");
-    let cb = ctx.client.consumer(&topic, &group).run(b.handler()).await.expect("run b");
+    let ca = ctx
+        .client
+        .consumer(&topic, &group)
+        .run(a.handler())
+        .await
+        .expect("run a");
+    let cb = ctx
+        .client
+        .consumer(&topic, &group)
+        .run(b.handler())
+        .await
+        .expect("run b");
     // Let both members join before publishing so both get partitions.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let n = 400;
     let batch = (0..n)
         .map(|i| Message::new(topic.as_str(), format!("{i}")).with_key(format!("key-{i}")))
         .collect();
-    ctx.client.producer().send_batch(batch).await.expect("send_batch");
+    ctx.client
+        .producer()
+        .send_batch(batch)
+        .await
+        .expect("send_batch");
     assert!(
         wait_until(SOON, || async { a.len() + b.len() >= n }).await,
         "only {} of {n} handled",
@@ -92,10 +124,19 @@ pub async fn group_load_sharing(ctx: &Context) -> Result<(), Skip> {
     cb.shutdown().await.expect("shutdown b");
     let mut ids = HashSet::new();
     for s in a.seen().iter().chain(b.seen().iter()) {
-        assert!(ids.insert(s.delivery.message().id()), "handled twice: {:?}", s.delivery);
+        assert!(
+            ids.insert(s.delivery.message().id()),
+            "handled twice: {:?}",
+            s.delivery
+        );
     }
     assert_eq!(ids.len(), n);
-    assert!(!a.is_empty() && !b.is_empty(), "work not shared: {} / {}", a.len(), b.len());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "work not shared: {} / {}",
+        a.len(),
+        b.len()
+    );
     Ok(())
 }
 
@@ -103,17 +144,40 @@ pub async fn group_load_sharing(ctx: &Context) -> Result<(), Skip> {
 pub async fn fan_out_to_groups(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("fanout");
     let (a, b) = (Recorder::new(), Recorder::new());
-    let ca = ctx.client.consumer(&topic, ctx.group("a")).run(a.handler()).await.expect("run a");
-    let cb = ctx.client.consumer(&topic, ctx.group("b")).run(b.handler()).await.expect("run b");
+    let ca = ctx
+        .client
+        .consumer(&topic, ctx.group("a"))
+        .run(a.handler())
+        .await
+        .expect("run a");
+    let cb = ctx
+        .client
+        .consumer(&topic, ctx.group("b"))
+        .run(b.handler())
+        .await
+        .expect("run b");
     let n = 50;
     for i in 0..n {
-        ctx.client.producer().send(Message::new(topic.as_str(), format!("{i}"))).await.expect("send");
+        ctx.client
+            .producer()
+            .send(Message::new(topic.as_str(), format!("{i}")))
+            .await
+            .expect("send");
     }
-    assert!(a.wait_for(n, SOON).await && b.wait_for(n, SOON).await, "a {} b {}", a.len(), b.len());
+    assert!(
+        a.wait_for(n, SOON).await && b.wait_for(n, SOON).await,
+        "a {} b {}",
+        a.len(),
+        b.len()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     ca.shutdown().await.expect("shutdown");
     cb.shutdown().await.expect("shutdown");
-    assert_eq!((a.len(), b.len()), (n, n), "each group gets each message once");
+    assert_eq!(
+        (a.len(), b.len()),
+        (n, n),
+        "each group gets each message once"
+    );
     Ok(())
 }
 
@@ -121,25 +185,51 @@ pub async fn fan_out_to_groups(ctx: &Context) -> Result<(), Skip> {
 pub async fn lag_drops_to_zero(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("lag");
     let group = ctx.group("lag");
-    ctx.client.admin().ensure_topic(&topic, TopicSpec::new(2)).await.expect("ensure_topic");
+    ctx.client
+        .admin()
+        .ensure_topic(&topic, TopicSpec::new(2))
+        .await
+        .expect("ensure_topic");
     // Join first, so the group exists (and starts before the messages) everywhere.
-    let sub = ctx.client.consumer(&topic, &group).subscribe().await.expect("subscribe");
+    let sub = ctx
+        .client
+        .consumer(&topic, &group)
+        .subscribe()
+        .await
+        .expect("subscribe");
     sub.close().await.expect("close");
     let n = 50u64;
-    let batch = (0..n).map(|i| Message::new(topic.as_str(), "x").with_key(format!("k{i}"))).collect();
-    ctx.client.producer().send_batch(batch).await.expect("send_batch");
+    let batch = (0..n)
+        .map(|i| Message::new(topic.as_str(), "x").with_key(format!("k{i}")))
+        .collect();
+    ctx.client
+        .producer()
+        .send_batch(batch)
+        .await
+        .expect("send_batch");
     let admin = ctx.client.admin();
     let total = |lags: Vec<PartitionLag>| lags.iter().map(|p| p.lag).sum::<u64>();
     assert!(
-        wait_until(SOON, || async { total(admin.lag(&topic, &group).await.expect("lag")) == n }).await,
+        wait_until(SOON, || async {
+            total(admin.lag(&topic, &group).await.expect("lag")) == n
+        })
+        .await,
         "lag should reach {n}, is {}",
         total(admin.lag(&topic, &group).await.expect("lag"))
     );
     let recorder = Recorder::new();
-    let consumer = ctx.client.consumer(&topic, &group).run(recorder.handler()).await.expect("run");
+    let consumer = ctx
+        .client
+        .consumer(&topic, &group)
+        .run(recorder.handler())
+        .await
+        .expect("run");
     assert!(recorder.wait_for(n as usize, SOON).await);
     assert!(
-        wait_until(SOON, || async { total(admin.lag(&topic, &group).await.expect("lag")) == 0 }).await,
+        wait_until(SOON, || async {
+            total(admin.lag(&topic, &group).await.expect("lag")) == 0
+        })
+        .await,
         "lag did not drop to zero: {:?}",
         admin.lag(&topic, &group).await
     );
@@ -151,41 +241,113 @@ pub async fn lag_drops_to_zero(ctx: &Context) -> Result<(), Skip> {
 /// features are refused with the right error kind.
 pub async fn invalid_input_errors(ctx: &Context) -> Result<(), Skip> {
     let producer = ctx.client.producer();
-    for bad in ["", "has space", "slash/topic", "__mq.internal", &"x".repeat(201)] {
+    for bad in [
+        "",
+        "has space",
+        "slash/topic",
+        "__mq.internal",
+        &"x".repeat(201),
+    ] {
         let err = producer.send(Message::new(bad, "x")).await.expect_err(bad);
-        assert!(matches!(err, Error::Invalid { field: "topic", .. }), "{bad:?}: {err:?}");
+        assert!(
+            matches!(err, Error::Invalid { field: "topic", .. }),
+            "{bad:?}: {err:?}"
+        );
     }
     let topic = ctx.topic("invalid");
     let err = producer
         .send(Message::new(topic.as_str(), "x").with_header("mq-attempt", "1"))
         .await
         .expect_err("reserved header");
-    assert!(matches!(err, Error::Invalid { field: "header name", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                field: "header name",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let limit = ctx.capabilities().max_message_bytes;
     let err = producer
         .send(Message::new(topic.as_str(), vec![0u8; limit + 1]))
         .await
         .expect_err("oversize");
-    assert!(matches!(err, Error::TooLarge { size, limit: l } if size > l && l == limit), "{err:?}");
-    let err = ctx.client.consumer(&topic, "bad group").run(Recorder::new().handler()).await.expect_err("group");
-    assert!(matches!(err, Error::Invalid { field: "group", .. }), "{err:?}");
-    let err = ctx.client.consumer(&topic, "g").concurrency(0).run(Recorder::new().handler()).await.expect_err("concurrency");
-    assert!(matches!(err, Error::Invalid { field: "concurrency", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::TooLarge { size, limit: l } if size > l && l == limit),
+        "{err:?}"
+    );
+    let err = ctx
+        .client
+        .consumer(&topic, "bad group")
+        .run(Recorder::new().handler())
+        .await
+        .expect_err("group");
+    assert!(
+        matches!(err, Error::Invalid { field: "group", .. }),
+        "{err:?}"
+    );
+    let err = ctx
+        .client
+        .consumer(&topic, "g")
+        .concurrency(0)
+        .run(Recorder::new().handler())
+        .await
+        .expect_err("concurrency");
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                field: "concurrency",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // The same broker seen through a driver that declares no transactions
     // and no idempotent publish: the core must refuse, not downgrade.
     let limited = Client::from_arc(Arc::new(Limited(ctx.client.driver().clone())));
     let err = limited.producer().begin().await.expect_err("transactions");
-    assert!(matches!(err, Error::Unsupported { feature: "transactions", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                feature: "transactions",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let err = limited
         .producer()
         .send(Message::new(topic.as_str(), "x").with_idempotency_key("k"))
         .await
         .expect_err("idempotency");
-    assert!(matches!(err, Error::Unsupported { feature: "idempotent publish", .. }), "{err:?}");
-    if let Some(max) = ctx.capabilities().max_delay.checked_add(Duration::from_secs(86_400)) {
-        let err = producer.send(Message::new(topic.as_str(), "x").with_delay(max)).await.expect_err("delay");
-        assert!(matches!(err, Error::Invalid { field: "delay", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                feature: "idempotent publish",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    if let Some(max) = ctx
+        .capabilities()
+        .max_delay
+        .checked_add(Duration::from_secs(86_400))
+    {
+        let err = producer
+            .send(Message::new(topic.as_str(), "x").with_delay(max))
+            .await
+            .expect_err("delay");
+        assert!(
+            matches!(err, Error::Invalid { field: "delay", .. }),
+            "{err:?}"
+        );
     }
     Ok(())
 }
@@ -232,7 +394,13 @@ pub(crate) fn count_by_id(seen: &[crate::support::Seen]) -> HashMap<String, usiz
     let mut counts = HashMap::new();
     for s in seen {
         *counts
-            .entry(s.delivery.message().id().map(|i| i.to_string()).unwrap_or_default())
+            .entry(
+                s.delivery
+                    .message()
+                    .id()
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+            )
             .or_insert(0) += 1;
     }
     counts

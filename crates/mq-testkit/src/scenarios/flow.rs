@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use mq_core::driver::{
-    AckToken, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, RawDelivery,
-    SubscribeSpec,
+    AckToken, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag,
+    RawDelivery, SubscribeSpec,
 };
-use mq_core::{async_trait, batch_handler_fn, handler_fn, Client, Delivery, HandlerResult, Message, Receipt, TopicSpec};
+use mq_core::{
+    async_trait, batch_handler_fn, handler_fn, Client, Delivery, HandlerResult, Message, Receipt,
+    TopicSpec,
+};
 use parking_lot::Mutex;
 
 use super::SOON;
@@ -28,7 +31,10 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
                 let mut order = order.lock();
                 for d in &batch {
                     let seq: u32 = d.message().payload_str()?.parse()?;
-                    order.entry(d.key().unwrap_or_default().to_owned()).or_default().push(seq);
+                    order
+                        .entry(d.key().unwrap_or_default().to_owned())
+                        .or_default()
+                        .push(seq);
                 }
                 HandlerResult::Ok(())
             }
@@ -38,7 +44,11 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
     let batch = (0..n)
         .map(|i| Message::new(topic.as_str(), (i / 5).to_string()).with_key(format!("k{}", i % 5)))
         .collect();
-    ctx.client.producer().send_batch(batch).await.expect("send_batch");
+    ctx.client
+        .producer()
+        .send_batch(batch)
+        .await
+        .expect("send_batch");
     let consumer = ctx
         .client
         .consumer(&topic, ctx.group("batch"))
@@ -47,7 +57,11 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
         .await
         .expect("run_batch");
     let total = || sizes.lock().iter().sum::<usize>();
-    assert!(wait_until(SOON, || async { total() >= n as usize }).await, "{} of {n}", total());
+    assert!(
+        wait_until(SOON, || async { total() >= n as usize }).await,
+        "{} of {n}",
+        total()
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     consumer.shutdown().await.expect("shutdown");
     assert_eq!(total(), n as usize);
@@ -66,19 +80,38 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
 pub async fn prefetch_bound(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("prefetch");
     let producer = ctx.client.producer();
-    let batch = (0..60).map(|i| Message::new(topic.as_str(), format!("{i}"))).collect();
+    let batch = (0..60)
+        .map(|i| Message::new(topic.as_str(), format!("{i}")))
+        .collect();
     producer.send_batch(batch).await.expect("send_batch");
 
     // Stream mode: exactly `prefetch` deliveries while none is settled.
-    let mut stream = ctx.client.consumer(&topic, ctx.group("stream")).prefetch(5).subscribe().await.expect("subscribe");
+    let mut stream = ctx
+        .client
+        .consumer(&topic, ctx.group("stream"))
+        .prefetch(5)
+        .subscribe()
+        .await
+        .expect("subscribe");
     let mut held = Vec::new();
     for _ in 0..5 {
-        held.push(tokio::time::timeout(SOON, stream.next()).await.expect("delivery").expect("open").expect("ok"));
+        held.push(
+            tokio::time::timeout(SOON, stream.next())
+                .await
+                .expect("delivery")
+                .expect("open")
+                .expect("ok"),
+        );
     }
     let extra = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
-    assert!(extra.is_err(), "a sixth delivery arrived with prefetch 5 and nothing settled");
+    assert!(
+        extra.is_err(),
+        "a sixth delivery arrived with prefetch 5 and nothing settled"
+    );
     held.pop().expect("held").ack().await.expect("ack");
-    let next = tokio::time::timeout(SOON, stream.next()).await.expect("room after ack");
+    let next = tokio::time::timeout(SOON, stream.next())
+        .await
+        .expect("room after ack");
     next.expect("open").expect("ok").ack().await.expect("ack");
     for d in held {
         d.ack().await.expect("ack");
@@ -122,10 +155,20 @@ pub async fn prefetch_bound(ctx: &Context) -> Result<(), Skip> {
 pub async fn graceful_shutdown(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("shutdown");
     let group = ctx.group("shutdown");
-    ctx.client.admin().ensure_topic(&topic, TopicSpec::new(2)).await.expect("ensure_topic");
+    ctx.client
+        .admin()
+        .ensure_topic(&topic, TopicSpec::new(2))
+        .await
+        .expect("ensure_topic");
     let n = 20;
-    let batch = (0..n).map(|i| Message::new(topic.as_str(), format!("{i}")).with_key(format!("k{i}"))).collect();
-    ctx.client.producer().send_batch(batch).await.expect("send_batch");
+    let batch = (0..n)
+        .map(|i| Message::new(topic.as_str(), format!("{i}")).with_key(format!("k{i}")))
+        .collect();
+    ctx.client
+        .producer()
+        .send_batch(batch)
+        .await
+        .expect("send_batch");
 
     let started = Arc::new(Mutex::new(HashSet::new()));
     let finished = Arc::new(Mutex::new(HashSet::new()));
@@ -154,8 +197,14 @@ pub async fn graceful_shutdown(ctx: &Context) -> Result<(), Skip> {
     consumer.shutdown().await.expect("shutdown");
     let started_then = started.lock().clone();
     let finished_then = finished.lock().clone();
-    assert_eq!(started_then, finished_then, "shutdown returned before in-flight handlers finished");
-    assert!(finished_then.len() < n, "everything finished before shutdown; the scenario proves nothing");
+    assert_eq!(
+        started_then, finished_then,
+        "shutdown returned before in-flight handlers finished"
+    );
+    assert!(
+        finished_then.len() < n,
+        "everything finished before shutdown; the scenario proves nothing"
+    );
 
     let rest = Arc::new(Mutex::new(Vec::new()));
     let handler = {
@@ -168,13 +217,26 @@ pub async fn graceful_shutdown(ctx: &Context) -> Result<(), Skip> {
             }
         })
     };
-    let consumer = ctx.client.consumer(&topic, &group).run(handler).await.expect("run");
+    let consumer = ctx
+        .client
+        .consumer(&topic, &group)
+        .run(handler)
+        .await
+        .expect("run");
     let expect_rest = n - finished_then.len();
-    assert!(wait_until(SOON, || async { rest.lock().len() >= expect_rest }).await, "{} of {expect_rest}", rest.lock().len());
+    assert!(
+        wait_until(SOON, || async { rest.lock().len() >= expect_rest }).await,
+        "{} of {expect_rest}",
+        rest.lock().len()
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     consumer.shutdown().await.expect("shutdown");
     let rest: HashSet<String> = rest.lock().iter().cloned().collect();
-    assert!(rest.is_disjoint(&finished_then), "finished messages were redelivered: {:?}", rest.intersection(&finished_then));
+    assert!(
+        rest.is_disjoint(&finished_then),
+        "finished messages were redelivered: {:?}",
+        rest.intersection(&finished_then)
+    );
     assert_eq!(rest.len() + finished_then.len(), n, "messages lost");
     Ok(())
 }

@@ -37,7 +37,12 @@ pub async fn idempotent_publish(ctx: &Context) -> Result<(), Skip> {
         .expect("send other");
     assert!(!other.duplicate);
     let recorder = Recorder::new();
-    let consumer = ctx.client.consumer(&topic, ctx.group("idem")).run(recorder.handler()).await.expect("run");
+    let consumer = ctx
+        .client
+        .consumer(&topic, ctx.group("idem"))
+        .run(recorder.handler())
+        .await
+        .expect("run");
     assert!(recorder.wait_for(2, SOON).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     consumer.shutdown().await.expect("shutdown");
@@ -64,7 +69,10 @@ pub async fn dedup_gives_one_effect(ctx: &Context) -> Result<(), Skip> {
         handler_fn(move |d: Delivery| {
             let effects = effects.clone();
             async move {
-                *effects.lock().entry(d.message().id().expect("id")).or_default() += 1;
+                *effects
+                    .lock()
+                    .entry(d.message().id().expect("id"))
+                    .or_default() += 1;
                 HandlerResult::Ok(())
             }
         })
@@ -79,23 +87,38 @@ pub async fn dedup_gives_one_effect(ctx: &Context) -> Result<(), Skip> {
         .await
         .expect("run");
     let seen_all = Recorder::new();
-    let raw = ctx.client.consumer(&topic, ctx.group("raw")).run(seen_all.handler()).await.expect("run raw");
+    let raw = ctx
+        .client
+        .consumer(&topic, ctx.group("raw"))
+        .run(seen_all.handler())
+        .await
+        .expect("run raw");
     let producer = ctx.client.producer();
     for round in 0..3 {
         for (i, id) in ids.iter().enumerate() {
             // Keys differ per copy so copies may run concurrently.
-            let m = Message::new(topic.as_str(), format!("effect {i}")).with_id(*id).with_key(format!("{round}-{i}"));
+            let m = Message::new(topic.as_str(), format!("effect {i}"))
+                .with_id(*id)
+                .with_key(format!("{round}-{i}"));
             producer.send(m).await.expect("send");
         }
     }
-    assert!(seen_all.wait_for(15, SOON).await, "all 15 copies are delivered");
+    assert!(
+        seen_all.wait_for(15, SOON).await,
+        "all 15 copies are delivered"
+    );
     assert!(wait_until(SOON, || async { effects.lock().len() == ids.len() }).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     consumer.shutdown().await.expect("shutdown");
     raw.shutdown().await.expect("shutdown");
     let effects = effects.lock();
     for id in &ids {
-        assert_eq!(effects.get(id), Some(&1), "message {id} had {:?} effects", effects.get(id));
+        assert_eq!(
+            effects.get(id),
+            Some(&1),
+            "message {id} had {:?} effects",
+            effects.get(id)
+        );
     }
     Ok(())
 }

@@ -10,14 +10,17 @@ mod ordering;
 mod retry;
 mod transactions;
 
-pub use basics::{fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip};
+pub use basics::{
+    fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip,
+};
 pub use delay::delay_is_never_early;
 pub use flow::{batch_handler, graceful_shutdown, prefetch_bound};
 pub use idempotency::{dedup_gives_one_effect, idempotent_publish};
 pub use ordering::per_key_order_under_concurrency;
 pub use retry::{
-    dead_letter_after_max_attempts, ordered_retry_keeps_key_order, redelivery_after_consumer_dropped,
-    redelivery_after_handler_error, reject_goes_to_dead_letter, unordered_retry_does_not_block,
+    dead_letter_after_max_attempts, ordered_retry_keeps_key_order,
+    redelivery_after_consumer_dropped, redelivery_after_handler_error, reject_goes_to_dead_letter,
+    unordered_retry_does_not_block,
 };
 pub use transactions::transaction_commit_and_abort;
 

@@ -21,15 +21,21 @@ pub async fn per_key_order_under_concurrency(ctx: &Context) -> Result<(), Skip> 
     const KEYS: u32 = 100;
     const PER_KEY: u32 = 100;
     let topic = ctx.topic("order");
-    ctx.client.admin().ensure_topic(&topic, TopicSpec::new(8)).await.expect("ensure_topic");
+    ctx.client
+        .admin()
+        .ensure_topic(&topic, TopicSpec::new(8))
+        .await
+        .expect("ensure_topic");
     let log = Arc::new(Mutex::new(KeyLog::default()));
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
     let handled = Arc::new(AtomicUsize::new(0));
     let handler = {
-        let (log, running, peak, handled) = (log.clone(), running.clone(), peak.clone(), handled.clone());
+        let (log, running, peak, handled) =
+            (log.clone(), running.clone(), peak.clone(), handled.clone());
         handler_fn(move |d: Delivery| {
-            let (log, running, peak, handled) = (log.clone(), running.clone(), peak.clone(), handled.clone());
+            let (log, running, peak, handled) =
+                (log.clone(), running.clone(), peak.clone(), handled.clone());
             async move {
                 let key = d.key().expect("keyed").to_owned();
                 let seq: u32 = d.message().payload_str()?.parse()?;
@@ -72,7 +78,10 @@ pub async fn per_key_order_under_concurrency(ctx: &Context) -> Result<(), Skip> 
     }
     let total = (KEYS * PER_KEY) as usize;
     assert!(
-        wait_until(SOON * 3, || async { handled.load(Ordering::SeqCst) >= total }).await,
+        wait_until(SOON * 3, || async {
+            handled.load(Ordering::SeqCst) >= total
+        })
+        .await,
         "handled {} of {total}",
         handled.load(Ordering::SeqCst)
     );
@@ -85,6 +94,9 @@ pub async fn per_key_order_under_concurrency(ctx: &Context) -> Result<(), Skip> 
     for (key, order) in &log.order {
         assert_eq!(order, &expected, "key {key} out of order or duplicated");
     }
-    assert!(peak.load(Ordering::SeqCst) > 1, "different keys never ran in parallel");
+    assert!(
+        peak.load(Ordering::SeqCst) > 1,
+        "different keys never ran in parallel"
+    );
     Ok(())
 }

@@ -13,7 +13,11 @@ use crate::{wait_until, Context, Recorder, Skip};
 /// A handler error leads to another attempt, numbered 2.
 pub async fn redelivery_after_handler_error(ctx: &Context) -> Result<(), Skip> {
     for ordered in [true, false] {
-        let topic = ctx.topic(if ordered { "redeliver-o" } else { "redeliver-u" });
+        let topic = ctx.topic(if ordered {
+            "redeliver-o"
+        } else {
+            "redeliver-u"
+        });
         let attempts = Arc::new(Mutex::new(Vec::new()));
         let handler = {
             let attempts = attempts.clone();
@@ -36,8 +40,15 @@ pub async fn redelivery_after_handler_error(ctx: &Context) -> Result<(), Skip> {
             .run(handler)
             .await
             .expect("run");
-        ctx.client.producer().send(Message::new(topic.as_str(), "x")).await.expect("send");
-        assert!(wait_until(SOON, || async { attempts.lock().len() >= 2 }).await, "no redelivery (ordered={ordered})");
+        ctx.client
+            .producer()
+            .send(Message::new(topic.as_str(), "x"))
+            .await
+            .expect("send");
+        assert!(
+            wait_until(SOON, || async { attempts.lock().len() >= 2 }).await,
+            "no redelivery (ordered={ordered})"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         consumer.shutdown().await.expect("shutdown");
         assert_eq!(*attempts.lock(), vec![1, 2], "ordered={ordered}");
@@ -50,16 +61,43 @@ pub async fn redelivery_after_handler_error(ctx: &Context) -> Result<(), Skip> {
 pub async fn redelivery_after_consumer_dropped(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("dropped");
     let group = ctx.group("dropped");
-    ctx.client.admin().ensure_topic(&topic, TopicSpec::new(1)).await.expect("ensure_topic");
-    let sent = ctx.client.producer().send(Message::new(topic.as_str(), "unacked")).await.expect("send");
-    let mut first = ctx.client.consumer(&topic, &group).subscribe().await.expect("subscribe");
-    let delivery = tokio::time::timeout(SOON, first.next()).await.expect("first delivery").expect("stream").expect("ok");
+    ctx.client
+        .admin()
+        .ensure_topic(&topic, TopicSpec::new(1))
+        .await
+        .expect("ensure_topic");
+    let sent = ctx
+        .client
+        .producer()
+        .send(Message::new(topic.as_str(), "unacked"))
+        .await
+        .expect("send");
+    let mut first = ctx
+        .client
+        .consumer(&topic, &group)
+        .subscribe()
+        .await
+        .expect("subscribe");
+    let delivery = tokio::time::timeout(SOON, first.next())
+        .await
+        .expect("first delivery")
+        .expect("stream")
+        .expect("ok");
     assert_eq!(delivery.message().id(), Some(sent.id));
     assert_eq!(delivery.attempt(), 1);
     drop(delivery);
     first.close().await.expect("close");
-    let mut second = ctx.client.consumer(&topic, &group).subscribe().await.expect("subscribe");
-    let again = tokio::time::timeout(SOON, second.next()).await.expect("redelivery").expect("stream").expect("ok");
+    let mut second = ctx
+        .client
+        .consumer(&topic, &group)
+        .subscribe()
+        .await
+        .expect("subscribe");
+    let again = tokio::time::timeout(SOON, second.next())
+        .await
+        .expect("redelivery")
+        .expect("stream")
+        .expect("ok");
     assert_eq!(again.message().id(), Some(sent.id));
     assert!(again.attempt() >= 2, "attempt {}", again.attempt());
     again.ack().await.expect("ack");
@@ -71,9 +109,19 @@ fn check_dead_letter(d: &Delivery, topic: &str, group: &str, attempts: u32, erro
     let h = d.message().headers();
     assert_eq!(h.get(reserved::DLQ_TOPIC), Some(topic));
     assert_eq!(h.get(reserved::DLQ_GROUP), Some(group));
-    assert_eq!(h.get(reserved::DLQ_ATTEMPTS), Some(attempts.to_string().as_str()));
-    assert!(h.get(reserved::DLQ_ERROR).is_some_and(|e| e.contains(error)), "{h:?}");
-    assert!(h.get(reserved::DLQ_TIME).is_some_and(|t| t.ends_with('Z')), "{h:?}");
+    assert_eq!(
+        h.get(reserved::DLQ_ATTEMPTS),
+        Some(attempts.to_string().as_str())
+    );
+    assert!(
+        h.get(reserved::DLQ_ERROR)
+            .is_some_and(|e| e.contains(error)),
+        "{h:?}"
+    );
+    assert!(
+        h.get(reserved::DLQ_TIME).is_some_and(|t| t.ends_with('Z')),
+        "{h:?}"
+    );
     assert_eq!(h.get("custom"), Some("kept"));
     assert_eq!(d.key(), Some("k"));
 }
@@ -113,10 +161,17 @@ pub async fn dead_letter_after_max_attempts(ctx: &Context) -> Result<(), Skip> {
         let sent = ctx
             .client
             .producer()
-            .send(Message::new(topic.as_str(), "poison").with_key("k").with_header("custom", "kept"))
+            .send(
+                Message::new(topic.as_str(), "poison")
+                    .with_key("k")
+                    .with_header("custom", "kept"),
+            )
             .await
             .expect("send");
-        assert!(dead.wait_for(1, SOON).await, "nothing dead-lettered (ordered={ordered})");
+        assert!(
+            dead.wait_for(1, SOON).await,
+            "nothing dead-lettered (ordered={ordered})"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         consumer.shutdown().await.expect("shutdown");
         dlq.shutdown().await.expect("shutdown");
@@ -124,7 +179,11 @@ pub async fn dead_letter_after_max_attempts(ctx: &Context) -> Result<(), Skip> {
         let seen = dead.seen();
         assert_eq!(seen.len(), 1);
         let d = &seen[0].delivery;
-        assert_eq!(d.message().id(), Some(sent.id), "the id survives dead-lettering");
+        assert_eq!(
+            d.message().id(),
+            Some(sent.id),
+            "the id survives dead-lettering"
+        );
         check_dead_letter(d, &topic, &group, 3, "database is down");
     }
     Ok(())
@@ -145,7 +204,13 @@ pub async fn reject_goes_to_dead_letter(ctx: &Context) -> Result<(), Skip> {
             }
         })
     };
-    let consumer = ctx.client.consumer(&topic, &group).retry(quick_retry(5)).run(handler).await.expect("run");
+    let consumer = ctx
+        .client
+        .consumer(&topic, &group)
+        .retry(quick_retry(5))
+        .run(handler)
+        .await
+        .expect("run");
     let dead = Recorder::new();
     let dlq = ctx
         .client
@@ -155,7 +220,11 @@ pub async fn reject_goes_to_dead_letter(ctx: &Context) -> Result<(), Skip> {
         .expect("run dlq");
     ctx.client
         .producer()
-        .send(Message::new(topic.as_str(), "bad").with_key("k").with_header("custom", "kept"))
+        .send(
+            Message::new(topic.as_str(), "bad")
+                .with_key("k")
+                .with_header("custom", "kept"),
+        )
         .await
         .expect("send");
     assert!(dead.wait_for(1, SOON).await, "nothing dead-lettered");
@@ -163,7 +232,13 @@ pub async fn reject_goes_to_dead_letter(ctx: &Context) -> Result<(), Skip> {
     consumer.shutdown().await.expect("shutdown");
     dlq.shutdown().await.expect("shutdown");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    check_dead_letter(&dead.seen()[0].delivery, &topic, &group, 1, "malformed order");
+    check_dead_letter(
+        &dead.seen()[0].delivery,
+        &topic,
+        &group,
+        1,
+        "malformed order",
+    );
     Ok(())
 }
 
@@ -195,7 +270,10 @@ pub async fn ordered_retry_keeps_key_order(ctx: &Context) -> Result<(), Skip> {
         .run(handler)
         .await
         .expect("run");
-    let batch = ["m1", "m2", "m3"].iter().map(|b| Message::new(topic.as_str(), *b).with_key("k")).collect();
+    let batch = ["m1", "m2", "m3"]
+        .iter()
+        .map(|b| Message::new(topic.as_str(), *b).with_key("k"))
+        .collect();
     ctx.client.producer().send_batch(batch).await.expect("send");
     assert!(wait_until(SOON, || async { order.lock().len() >= 3 }).await);
     consumer.shutdown().await.expect("shutdown");
@@ -215,7 +293,10 @@ pub async fn unordered_retry_does_not_block(ctx: &Context) -> Result<(), Skip> {
             async move {
                 let body = d.message().payload_str()?.to_owned();
                 if body == "slow" && d.attempt() == 1 {
-                    return Err(HandlerError::retry_after("later", Duration::from_millis(800)));
+                    return Err(HandlerError::retry_after(
+                        "later",
+                        Duration::from_millis(800),
+                    ));
                 }
                 order.lock().push((body, d.attempt()));
                 Ok(())
@@ -237,10 +318,19 @@ pub async fn unordered_retry_does_not_block(ctx: &Context) -> Result<(), Skip> {
         Message::new(topic.as_str(), "other-key").with_key("other"),
     ];
     ctx.client.producer().send_batch(batch).await.expect("send");
-    assert!(wait_until(SOON, || async { order.lock().len() >= 3 }).await, "{:?}", order.lock());
+    assert!(
+        wait_until(SOON, || async { order.lock().len() >= 3 }).await,
+        "{:?}",
+        order.lock()
+    );
     consumer.shutdown().await.expect("shutdown");
     let order = order.lock().clone();
-    let pos = |b: &str| order.iter().position(|(x, _)| x == b).unwrap_or_else(|| panic!("{b} missing: {order:?}"));
+    let pos = |b: &str| {
+        order
+            .iter()
+            .position(|(x, _)| x == b)
+            .unwrap_or_else(|| panic!("{b} missing: {order:?}"))
+    };
     assert!(pos("same-key") < pos("slow"), "{order:?}");
     assert!(pos("other-key") < pos("slow"), "{order:?}");
     assert_eq!(order[pos("slow")].1, 2, "the retry is attempt 2");

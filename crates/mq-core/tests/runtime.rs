@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mq_core::{handler_fn, memory::MemoryDriver, Client, Delivery, HandlerError, HandlerResult, Message, RetryPolicy};
+use mq_core::{
+    handler_fn, memory::MemoryDriver, Client, Delivery, HandlerError, HandlerResult, Message,
+    RetryPolicy,
+};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -40,8 +43,14 @@ async fn a_panicking_handler_costs_one_attempt_not_the_consumer() {
         .await
         .unwrap();
     let producer = client.producer();
-    producer.send(Message::new("jobs", "explode").with_key("k")).await.unwrap();
-    producer.send(Message::new("jobs", "after").with_key("k")).await.unwrap();
+    producer
+        .send(Message::new("jobs", "explode").with_key("k"))
+        .await
+        .unwrap();
+    producer
+        .send(Message::new("jobs", "after").with_key("k"))
+        .await
+        .unwrap();
     assert_eq!(recv(&mut rx).await, ("explode".to_owned(), 2));
     assert_eq!(recv(&mut rx).await, ("after".to_owned(), 1));
     consumer.shutdown().await.unwrap();
@@ -72,11 +81,22 @@ async fn longest_names_still_retry_and_dead_letter() {
             .await
             .unwrap()
     };
-    client.producer().send(Message::new(topic.as_str(), "x")).await.unwrap();
+    client
+        .producer()
+        .send(Message::new(topic.as_str(), "x"))
+        .await
+        .unwrap();
     let dlq = format!("{topic}.dlq");
     let dead_lettered = async {
         loop {
-            let parked: u64 = client.driver().lag(&dlq, "nobody").await.unwrap().iter().map(|p| p.lag).sum();
+            let parked: u64 = client
+                .driver()
+                .lag(&dlq, "nobody")
+                .await
+                .unwrap()
+                .iter()
+                .map(|p| p.lag)
+                .sum();
             let pending = client.admin().total_lag(&topic, &group).await.unwrap();
             if parked == 1 && pending == 0 {
                 break;
@@ -84,7 +104,9 @@ async fn longest_names_still_retry_and_dead_letter() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), dead_lettered).await.expect("never dead-lettered");
+    tokio::time::timeout(Duration::from_secs(10), dead_lettered)
+        .await
+        .expect("never dead-lettered");
     consumer.shutdown().await.unwrap();
     assert_eq!(*attempts.lock(), vec![1, 2]);
 }

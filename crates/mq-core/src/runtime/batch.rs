@@ -11,8 +11,8 @@ use tokio::task::JoinSet;
 use crate::driver::partition_for_key;
 use crate::error::Result;
 use crate::message::Delivery;
-use crate::runtime::run::{drain, fetch_loop, Shared};
 use crate::runtime::handler::catch_panic;
+use crate::runtime::run::{drain, fetch_loop, Shared};
 use crate::runtime::{BatchHandler, HandlerError};
 
 /// How batches are cut.

@@ -92,7 +92,9 @@ pub type HandlerResult = Result<(), HandlerError>;
 
 /// Turns a panic inside `work` into a retryable failure, so a panicking
 /// handler costs one attempt instead of a worker (and its key) for good.
-pub(crate) async fn catch_panic(work: impl std::future::Future<Output = HandlerResult>) -> HandlerResult {
+pub(crate) async fn catch_panic(
+    work: impl std::future::Future<Output = HandlerResult>,
+) -> HandlerResult {
     use futures::FutureExt;
     match std::panic::AssertUnwindSafe(work).catch_unwind().await {
         Ok(result) => result,

@@ -7,9 +7,9 @@ use tokio::task::JoinSet;
 
 use crate::error::Result;
 use crate::message::Delivery;
+use crate::runtime::handler::catch_panic;
 use crate::runtime::key_queue::KeyQueue;
 use crate::runtime::run::{drain, fetch_loop, Shared};
-use crate::runtime::handler::catch_panic;
 use crate::runtime::{Handler, HandlerError};
 
 /// Runs `handler` on `concurrency` workers fed by a key-ordered queue.

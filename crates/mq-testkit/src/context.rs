@@ -29,6 +29,19 @@ impl Context {
         format!("g-{}-{name}", self.run)
     }
 
+    /// Creates `group` on `topic` by joining and leaving it, so messages
+    /// published next reach the group on every backend (queue brokers such
+    /// as RabbitMQ only route to groups that exist).
+    pub async fn join(&self, topic: &str, group: &str) {
+        let subscription = self
+            .client
+            .consumer(topic, group)
+            .subscribe()
+            .await
+            .unwrap_or_else(|e| panic!("joining {group} on {topic}: {e}"));
+        subscription.close().await.expect("leaving the group");
+    }
+
     /// The client's effective capabilities.
     pub fn capabilities(&self) -> &Capabilities {
         self.client.capabilities()

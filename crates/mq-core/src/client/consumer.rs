@@ -5,13 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{Client, Subscription};
-use crate::driver::{StartFrom, SubscribeSpec, Support};
+use crate::driver::{join_group, StartFrom, SubscribeSpec, Support};
 use crate::error::{Error, Result};
 use crate::message::{validate_group, validate_topic};
 use crate::runtime::{
     retry_topic, run_batches, run_handler, stack, BatchHandler, BatchSettings, ConsumerHandle,
     DeadLetter, Handler, Layer, RetryPolicy, RunSettings, Settler, Shared,
 };
+
+/// The group that retains every dead-letter topic, so dead letters are kept
+/// before any reader exists; inspect or redrive them with your own group.
+pub const DEAD_LETTER_GROUP: &str = "__mq.dlq";
 
 /// Configures a consumer of one topic in one group. Get one from
 /// [`Client::consumer`].
@@ -160,14 +164,20 @@ impl ConsumerBuilder {
                 prefetch: self.prefetch,
             })
             .await?;
-        Ok(Arc::new(Settler::new(
+        let settler = Settler::new(
             self.client.clone(),
             Arc::from(subscription),
             Arc::from(self.group.as_str()),
             self.policy.clone(),
             self.dead_letter.clone(),
             self.prefetch,
-        )))
+        );
+        if let Some(dlq) = settler.dead_letter_topic(&self.topic) {
+            // Dead letters must be kept until someone reads them, also on
+            // brokers that only route to groups that exist.
+            join_group(inner.driver.as_ref(), &dlq, DEAD_LETTER_GROUP).await?;
+        }
+        Ok(Arc::new(settler))
     }
 
     fn settings(&self) -> RunSettings {

@@ -61,12 +61,16 @@ fn park_at(mut message: Message, due: SystemTime, now: SystemTime) -> Message {
     message.with_topic(level_topic(level))
 }
 
-/// Creates every level topic with one partition, so each stays FIFO.
+/// Creates every level topic with one partition, so each stays FIFO, and
+/// the forwarders' group on it, so parked messages are kept even on brokers
+/// that only route to existing groups.
 async fn create_level_topics(driver: &dyn Driver) -> crate::Result<()> {
     for level in LEVELS_MS {
+        let topic = level_topic(level);
         driver
-            .ensure_topic(&level_topic(level), &crate::driver::TopicSpec::new(1))
+            .ensure_topic(&topic, &crate::driver::TopicSpec::new(1))
             .await?;
+        crate::driver::join_group(driver, &topic, FORWARDER_GROUP).await?;
     }
     Ok(())
 }

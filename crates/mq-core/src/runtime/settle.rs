@@ -162,13 +162,21 @@ impl Settler {
         self.ack(delivery).await
     }
 
+    /// The dead-letter topic for messages of `topic`, if dead-lettering is on.
+    pub(crate) fn dead_letter_topic(&self, topic: &str) -> Option<String> {
+        match &self.dead_letter {
+            DeadLetter::Suffix => Some(format!("{topic}.dlq")),
+            DeadLetter::Topic(t) => Some(t.clone()),
+            DeadLetter::Disabled => None,
+        }
+    }
+
     /// Publishes the message to the dead-letter topic with headers saying why, then acks it.
     pub(crate) async fn dead_letter(&self, delivery: &Delivery, reason: String) -> Result<()> {
         let topic = delivery.message.topic();
-        let target = match &self.dead_letter {
-            DeadLetter::Suffix => format!("{topic}.dlq"),
-            DeadLetter::Topic(t) => t.clone(),
-            DeadLetter::Disabled => {
+        let target = match self.dead_letter_topic(topic) {
+            Some(target) => target,
+            None => {
                 tracing::error!(
                     topic,
                     group = &*self.group,

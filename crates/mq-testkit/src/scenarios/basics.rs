@@ -28,6 +28,7 @@ pub async fn round_trip(ctx: &Context) -> Result<(), Skip> {
         Message::new(topic.as_str(), big.clone()).with_key("big"),
         Message::new(topic.as_str(), vec![0u8, 255, 0, 1]).with_header("binary", "yes"),
     ];
+    ctx.join(&topic, &ctx.group("rt")).await;
     let mut ids = Vec::new();
     for m in &sent {
         let r = producer.send(m.clone()).await.expect("send");

@@ -40,6 +40,7 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
             }
         })
     };
+    ctx.join(&topic, &ctx.group("batch")).await;
     let n = 95u32;
     let batch = (0..n)
         .map(|i| Message::new(topic.as_str(), (i / 5).to_string()).with_key(format!("k{}", i % 5)))
@@ -80,6 +81,8 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
 pub async fn prefetch_bound(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("prefetch");
     let producer = ctx.client.producer();
+    ctx.join(&topic, &ctx.group("stream")).await;
+    ctx.join(&topic, &ctx.group("runtime")).await;
     let batch = (0..60)
         .map(|i| Message::new(topic.as_str(), format!("{i}")))
         .collect();
@@ -160,6 +163,7 @@ pub async fn graceful_shutdown(ctx: &Context) -> Result<(), Skip> {
         .ensure_topic(&topic, TopicSpec::new(2))
         .await
         .expect("ensure_topic");
+    ctx.join(&topic, &group).await;
     let n = 20;
     let batch = (0..n)
         .map(|i| Message::new(topic.as_str(), format!("{i}")).with_key(format!("k{i}")))

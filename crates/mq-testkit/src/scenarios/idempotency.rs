@@ -17,6 +17,7 @@ pub async fn idempotent_publish(ctx: &Context) -> Result<(), Skip> {
         return Err(Skip("idempotent publish is unsupported".into()));
     }
     let topic = ctx.topic("idem");
+    ctx.join(&topic, &ctx.group("idem")).await;
     let producer = ctx.client.producer();
     let first = producer
         .send(Message::new(topic.as_str(), "pay 42").with_idempotency_key("payment-42"))

@@ -66,6 +66,7 @@ pub async fn redelivery_after_consumer_dropped(ctx: &Context) -> Result<(), Skip
         .ensure_topic(&topic, TopicSpec::new(1))
         .await
         .expect("ensure_topic");
+    ctx.join(&topic, &group).await;
     let sent = ctx
         .client
         .producer()

@@ -1,0 +1,41 @@
+//! `mq`: the command-line tool of mq.
+//!
+//! ```text
+//! mq bench --url native://./bench-data --url redis://127.0.0.1:6379 --messages 1000000
+//! ```
+
+mod bench;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mq",
+    version,
+    about = "Benchmark and inspect mq backends by URL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the same workload through the SDK on each URL and prints one table.
+    Bench(bench::BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(args).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mq: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

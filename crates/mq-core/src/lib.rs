@@ -44,6 +44,8 @@ pub mod idempotency;
 pub mod memory;
 pub mod message;
 pub mod runtime;
+#[cfg(feature = "otel")]
+pub mod telemetry;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

@@ -31,6 +31,8 @@ pub(crate) struct ClientInner {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) capabilities: Capabilities,
     pub(crate) publisher: Publisher,
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Client {
@@ -42,6 +44,24 @@ impl Client {
 
     /// Wraps a shared driver.
     pub fn from_arc(driver: Arc<dyn Driver>) -> Self {
+        Self::build(
+            driver,
+            #[cfg(feature = "otel")]
+            Arc::new(crate::telemetry::Telemetry::global()),
+        )
+    }
+
+    /// The same client reporting through `telemetry` instead of the global
+    /// OpenTelemetry providers. Call it before using the client.
+    #[cfg(feature = "otel")]
+    pub fn with_telemetry(self, telemetry: crate::telemetry::Telemetry) -> Self {
+        Self::build(self.inner.driver.clone(), Arc::new(telemetry))
+    }
+
+    fn build(
+        driver: Arc<dyn Driver>,
+        #[cfg(feature = "otel")] telemetry: Arc<crate::telemetry::Telemetry>,
+    ) -> Self {
         let native = driver.capabilities();
         let mut capabilities = native.clone();
         if capabilities.delay == Support::Unsupported {
@@ -52,12 +72,20 @@ impl Client {
             capabilities.redelivery_delay = Support::Emulated;
         }
         let delay = (native.delay != Support::Native).then(|| DelayEmulator::new(driver.clone()));
-        let publisher = Publisher::new(driver.clone(), capabilities.clone(), delay);
+        let publisher = Publisher::new(
+            driver.clone(),
+            capabilities.clone(),
+            delay,
+            #[cfg(feature = "otel")]
+            telemetry.clone(),
+        );
         Client {
             inner: Arc::new(ClientInner {
                 driver,
                 capabilities,
                 publisher,
+                #[cfg(feature = "otel")]
+                telemetry,
             }),
         }
     }

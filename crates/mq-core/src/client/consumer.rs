@@ -192,8 +192,26 @@ impl ConsumerBuilder {
     /// Joins the group and runs `handler` on every message until shut down.
     pub async fn run(self, handler: impl Handler) -> Result<ConsumerHandle> {
         let settler = self.open().await?;
-        let handler = stack(Arc::new(handler), &self.layers);
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        #[cfg(feature = "otel")]
+        let handler = {
+            let inner = &self.client.inner;
+            crate::telemetry::spawn_lag_reporter(
+                inner.telemetry.clone(),
+                inner.driver.clone(),
+                self.topic.clone(),
+                self.group.clone(),
+                stop_rx.clone(),
+            );
+            let traced = crate::telemetry::ProcessLayer::new(
+                inner.telemetry.clone(),
+                inner.driver.backend(),
+                &self.group,
+            );
+            stack(stack(Arc::new(handler), &self.layers), &[Arc::new(traced)])
+        };
+        #[cfg(not(feature = "otel"))]
+        let handler = stack(Arc::new(handler), &self.layers);
         let shared = Shared::new(settler, self.settings(), stop_rx);
         Ok(ConsumerHandle::new(
             stop,
@@ -220,6 +238,14 @@ impl ConsumerBuilder {
         }
         let settler = self.open().await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        #[cfg(feature = "otel")]
+        crate::telemetry::spawn_lag_reporter(
+            self.client.inner.telemetry.clone(),
+            self.client.inner.driver.clone(),
+            self.topic.clone(),
+            self.group.clone(),
+            stop_rx.clone(),
+        );
         let shared = Shared::new(settler, self.settings(), stop_rx);
         let batch = BatchSettings {
             max_messages,

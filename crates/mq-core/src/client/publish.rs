@@ -24,6 +24,8 @@ pub(crate) struct Publisher {
     driver: Arc<dyn Driver>,
     capabilities: Capabilities,
     delay: Option<DelayEmulator>,
+    #[cfg(feature = "otel")]
+    telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 /// A message ready for the driver, and the destination to report in its
@@ -38,11 +40,14 @@ impl Publisher {
         driver: Arc<dyn Driver>,
         capabilities: Capabilities,
         delay: Option<DelayEmulator>,
+        #[cfg(feature = "otel")] telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
         Publisher {
             driver,
             capabilities,
             delay,
+            #[cfg(feature = "otel")]
+            telemetry,
         }
     }
 
@@ -151,9 +156,22 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let (messages, destinations) = self.prepare_batch(batch, origin).await?;
-        let receipts = self.driver.publish(messages).await?;
-        Ok(fix_receipts(receipts, destinations))
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+        let (mut messages, destinations) = self.prepare_batch(batch, origin).await?;
+        #[cfg(feature = "otel")]
+        let traced = crate::telemetry::PublishScope::start(
+            &self.telemetry,
+            self.driver.backend(),
+            &mut messages,
+        );
+        let result = self
+            .driver
+            .publish(messages)
+            .await
+            .map(|receipts| fix_receipts(receipts, destinations));
+        #[cfg(feature = "otel")]
+        traced.finish(&result);
+        result
     }
 
     pub(crate) async fn publish_in(
@@ -164,9 +182,21 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let (messages, destinations) = self.prepare_batch(batch, Origin::User).await?;
-        let receipts = tx.publish(messages).await?;
-        Ok(fix_receipts(receipts, destinations))
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+        let (mut messages, destinations) = self.prepare_batch(batch, Origin::User).await?;
+        #[cfg(feature = "otel")]
+        let traced = crate::telemetry::PublishScope::start(
+            &self.telemetry,
+            self.driver.backend(),
+            &mut messages,
+        );
+        let result = tx
+            .publish(messages)
+            .await
+            .map(|receipts| fix_receipts(receipts, destinations));
+        #[cfg(feature = "otel")]
+        traced.finish(&result);
+        result
     }
 }
 

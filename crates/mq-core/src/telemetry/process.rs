@@ -1,0 +1,140 @@
+//! The `process {topic}` span and the consumer metrics, as a layer the
+//! consumer puts outermost around the handler.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use opentelemetry::context::FutureExt;
+use opentelemetry::trace::{Link, Span, SpanBuilder, SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_semantic_conventions::attribute as semconv;
+
+use super::{extract_context, key_attribute, messaging_system, span_name, Telemetry};
+use crate::message::Delivery;
+use crate::runtime::{Handler, HandlerError, HandlerResult, Layer};
+
+/// Traces and measures every handler call of one consumer.
+pub(crate) struct ProcessLayer {
+    telemetry: Arc<Telemetry>,
+    system: &'static str,
+    group: Arc<str>,
+}
+
+impl ProcessLayer {
+    pub(crate) fn new(telemetry: Arc<Telemetry>, backend: &'static str, group: &str) -> Self {
+        ProcessLayer {
+            telemetry,
+            system: messaging_system(backend),
+            group: Arc::from(group),
+        }
+    }
+}
+
+impl Layer for ProcessLayer {
+    fn layer(&self, inner: Arc<dyn Handler>) -> Arc<dyn Handler> {
+        Arc::new(Process {
+            inner,
+            telemetry: self.telemetry.clone(),
+            system: self.system,
+            group: self.group.clone(),
+        })
+    }
+}
+
+struct Process {
+    inner: Arc<dyn Handler>,
+    telemetry: Arc<Telemetry>,
+    system: &'static str,
+    group: Arc<str>,
+}
+
+fn error_type(error: &HandlerError) -> &'static str {
+    match error {
+        HandlerError::Retry { .. } => "retry",
+        HandlerError::Reject { .. } => "reject",
+    }
+}
+
+impl Process {
+    fn start_span(&self, delivery: &Delivery) -> Context {
+        let producer = match delivery.message().headers().get("traceparent") {
+            Some(_) => extract_context(delivery.message().headers()),
+            None => Context::new(),
+        };
+        let producer_span = producer.span().span_context().clone();
+        let parent = if self.telemetry.process_as_child && producer_span.is_valid() {
+            producer
+        } else {
+            Context::new()
+        };
+        let mut builder = SpanBuilder::from_name(span_name("process", delivery.topic()))
+            .with_kind(SpanKind::Consumer);
+        if producer_span.is_valid() {
+            builder = builder.with_links(vec![Link::with_context(producer_span)]);
+        }
+        let mut span = self.telemetry.tracer().build_with_context(builder, &parent);
+        if span.is_recording() {
+            let mut attributes = vec![
+                KeyValue::new(semconv::MESSAGING_SYSTEM, self.system),
+                KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "process"),
+                KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "process"),
+                KeyValue::new(
+                    semconv::MESSAGING_DESTINATION_NAME,
+                    delivery.topic().to_owned(),
+                ),
+                KeyValue::new(
+                    semconv::MESSAGING_CONSUMER_GROUP_NAME,
+                    self.group.to_string(),
+                ),
+                KeyValue::new(
+                    semconv::MESSAGING_DESTINATION_PARTITION_ID,
+                    delivery.partition().to_string(),
+                ),
+                KeyValue::new("mq.delivery.attempt", i64::from(delivery.attempt())),
+            ];
+            if let Some(id) = delivery.message().id() {
+                attributes.push(KeyValue::new(semconv::MESSAGING_MESSAGE_ID, id.to_string()));
+            }
+            if let Some(key) = delivery.key() {
+                attributes.push(KeyValue::new(key_attribute(self.system), key.to_owned()));
+            }
+            span.set_attributes(attributes);
+        }
+        parent.with_span(span)
+    }
+}
+
+#[async_trait]
+impl Handler for Process {
+    async fn handle(&self, delivery: &Delivery) -> HandlerResult {
+        let cx = self.start_span(delivery);
+        let started = Instant::now();
+        let result = self.inner.handle(delivery).with_context(cx.clone()).await;
+        let mut attributes = vec![
+            KeyValue::new(semconv::MESSAGING_SYSTEM, self.system),
+            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "process"),
+            KeyValue::new(
+                semconv::MESSAGING_DESTINATION_NAME,
+                delivery.topic().to_owned(),
+            ),
+            KeyValue::new(
+                semconv::MESSAGING_CONSUMER_GROUP_NAME,
+                self.group.to_string(),
+            ),
+        ];
+        let span = cx.span();
+        if let Err(error) = &result {
+            span.set_status(Status::error(error.to_string()));
+            span.set_attribute(KeyValue::new("error.type", error_type(error)));
+            attributes.push(KeyValue::new("error.type", error_type(error)));
+        }
+        span.end();
+        let metrics = self.telemetry.metrics();
+        metrics.consumed.add(1, &attributes);
+        metrics
+            .process_duration
+            .record(started.elapsed().as_secs_f64(), &attributes);
+        result
+    }
+}

@@ -206,6 +206,7 @@ impl ConsumerBuilder {
             let traced = crate::telemetry::ProcessLayer::new(
                 inner.telemetry.clone(),
                 inner.driver.backend(),
+                &self.topic,
                 &self.group,
             );
             stack(stack(Arc::new(handler), &self.layers), &[Arc::new(traced)])

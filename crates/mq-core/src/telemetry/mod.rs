@@ -29,6 +29,7 @@ mod propagation;
 mod publish;
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use opentelemetry::global::{self, BoxedTracer};
@@ -42,6 +43,10 @@ pub(crate) use publish::PublishScope;
 
 const SCOPE: &str = "mq";
 
+const TRACER_UNKNOWN: u8 = 0;
+const TRACER_LIVE: u8 = 1;
+const TRACER_NOOP: u8 = 2;
+
 /// Where mq sends its spans and metrics, and how.
 ///
 /// ```
@@ -51,6 +56,12 @@ const SCOPE: &str = "mq";
 /// ```
 pub struct Telemetry {
     tracer: BoxedTracer,
+    /// Whether the tracer is a no-op, learnt from the first root span: a
+    /// no-op tracer gives root spans an invalid context, a real one never
+    /// does (even when its sampler drops them). Once known to be a no-op,
+    /// spans are not built at all, which keeps telemetry without an
+    /// exporter nearly free.
+    tracer_kind: AtomicU8,
     metrics: Metrics,
     process_as_child: bool,
     lag_interval: Option<Duration>,
@@ -117,6 +128,7 @@ impl Telemetry {
     fn from_parts(tracer: BoxedTracer, metrics: Metrics) -> Self {
         Telemetry {
             tracer,
+            tracer_kind: AtomicU8::new(TRACER_UNKNOWN),
             metrics,
             process_as_child: false,
             lag_interval: Some(Duration::from_secs(10)),
@@ -137,6 +149,26 @@ impl Telemetry {
 
     pub(crate) fn tracer(&self) -> &BoxedTracer {
         &self.tracer
+    }
+
+    /// Whether spans are known to go nowhere.
+    pub(crate) fn tracer_is_noop(&self) -> bool {
+        self.tracer_kind.load(Ordering::Relaxed) == TRACER_NOOP
+    }
+
+    /// Learns what the tracer is from a span started without a parent.
+    pub(crate) fn observe_root_span(&self, span_context_is_valid: bool) {
+        let kind = if span_context_is_valid {
+            TRACER_LIVE
+        } else {
+            TRACER_NOOP
+        };
+        let _ = self.tracer_kind.compare_exchange(
+            TRACER_UNKNOWN,
+            kind,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

@@ -19,14 +19,25 @@ pub(crate) struct ProcessLayer {
     telemetry: Arc<Telemetry>,
     system: &'static str,
     group: Arc<str>,
+    metric_attributes: MetricAttributes,
 }
 
 impl ProcessLayer {
-    pub(crate) fn new(telemetry: Arc<Telemetry>, backend: &'static str, group: &str) -> Self {
+    /// For a consumer of `topic` in `group`. Retry copies are delivered
+    /// under their original topic, so every delivery has this topic and the
+    /// metric attributes are built once here, not per message.
+    pub(crate) fn new(
+        telemetry: Arc<Telemetry>,
+        backend: &'static str,
+        topic: &str,
+        group: &str,
+    ) -> Self {
+        let system = messaging_system(backend);
         ProcessLayer {
             telemetry,
-            system: messaging_system(backend),
+            system,
             group: Arc::from(group),
+            metric_attributes: MetricAttributes::new(system, topic, group),
         }
     }
 }
@@ -38,6 +49,7 @@ impl Layer for ProcessLayer {
             telemetry: self.telemetry.clone(),
             system: self.system,
             group: self.group.clone(),
+            metric_attributes: self.metric_attributes.clone(),
         })
     }
 }
@@ -47,6 +59,36 @@ struct Process {
     telemetry: Arc<Telemetry>,
     system: &'static str,
     group: Arc<str>,
+    metric_attributes: MetricAttributes,
+}
+
+/// The metric attributes of one consumer, per outcome.
+#[derive(Clone)]
+struct MetricAttributes {
+    ok: Arc<[KeyValue]>,
+    retry: Arc<[KeyValue]>,
+    reject: Arc<[KeyValue]>,
+}
+
+impl MetricAttributes {
+    fn new(system: &'static str, topic: &str, group: &str) -> Self {
+        let base = vec![
+            KeyValue::new(semconv::MESSAGING_SYSTEM, system),
+            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "process"),
+            KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_owned()),
+            KeyValue::new(semconv::MESSAGING_CONSUMER_GROUP_NAME, group.to_owned()),
+        ];
+        let with_error = |kind: &'static str| {
+            let mut attributes = base.clone();
+            attributes.push(KeyValue::new("error.type", kind));
+            Arc::from(attributes)
+        };
+        MetricAttributes {
+            retry: with_error("retry"),
+            reject: with_error("reject"),
+            ok: Arc::from(base),
+        }
+    }
 }
 
 fn error_type(error: &HandlerError) -> &'static str {
@@ -74,6 +116,10 @@ impl Process {
             builder = builder.with_links(vec![Link::with_context(producer_span)]);
         }
         let mut span = self.telemetry.tracer().build_with_context(builder, &parent);
+        if !parent.has_active_span() {
+            self.telemetry
+                .observe_root_span(span.span_context().is_valid());
+        }
         if span.is_recording() {
             let mut attributes = vec![
                 KeyValue::new(semconv::MESSAGING_SYSTEM, self.system),
@@ -108,33 +154,30 @@ impl Process {
 #[async_trait]
 impl Handler for Process {
     async fn handle(&self, delivery: &Delivery) -> HandlerResult {
-        let cx = self.start_span(delivery);
         let started = Instant::now();
-        let result = self.inner.handle(delivery).with_context(cx.clone()).await;
-        let mut attributes = vec![
-            KeyValue::new(semconv::MESSAGING_SYSTEM, self.system),
-            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "process"),
-            KeyValue::new(
-                semconv::MESSAGING_DESTINATION_NAME,
-                delivery.topic().to_owned(),
-            ),
-            KeyValue::new(
-                semconv::MESSAGING_CONSUMER_GROUP_NAME,
-                self.group.to_string(),
-            ),
-        ];
-        let span = cx.span();
-        if let Err(error) = &result {
-            span.set_status(Status::error(error.to_string()));
-            span.set_attribute(KeyValue::new("error.type", error_type(error)));
-            attributes.push(KeyValue::new("error.type", error_type(error)));
-        }
-        span.end();
+        let result = if self.telemetry.tracer_is_noop() {
+            self.inner.handle(delivery).await
+        } else {
+            let cx = self.start_span(delivery);
+            let result = self.inner.handle(delivery).with_context(cx.clone()).await;
+            let span = cx.span();
+            if let Err(error) = &result {
+                span.set_status(Status::error(error.to_string()));
+                span.set_attribute(KeyValue::new("error.type", error_type(error)));
+            }
+            span.end();
+            result
+        };
+        let attributes = match &result {
+            Ok(()) => &self.metric_attributes.ok,
+            Err(HandlerError::Retry { .. }) => &self.metric_attributes.retry,
+            Err(HandlerError::Reject { .. }) => &self.metric_attributes.reject,
+        };
         let metrics = self.telemetry.metrics();
-        metrics.consumed.add(1, &attributes);
+        metrics.consumed.add(1, attributes);
         metrics
             .process_duration
-            .record(started.elapsed().as_secs_f64(), &attributes);
+            .record(started.elapsed().as_secs_f64(), attributes);
         result
     }
 }

@@ -44,7 +44,7 @@ pub(crate) fn error_type(error: &Error) -> &'static str {
 /// One publish operation being traced and measured.
 pub(crate) struct PublishScope<'t> {
     telemetry: &'t Telemetry,
-    span: BoxedSpan,
+    span: Option<BoxedSpan>,
     metric_attributes: Vec<KeyValue>,
     count: u64,
     single: bool,
@@ -78,50 +78,18 @@ impl<'t> PublishScope<'t> {
             Some(m) => extract_context(m.headers()),
             None => current_context(),
         };
-        let builder =
-            SpanBuilder::from_name(span_name("publish", &topic)).with_kind(SpanKind::Producer);
-        let mut span = telemetry.tracer().build_with_context(builder, &parent);
         let single = batch.len() == 1;
-        if span.is_recording() {
-            let mut attributes = vec![
-                KeyValue::new(semconv::MESSAGING_SYSTEM, system),
-                KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
-                KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "publish"),
-                KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.clone()),
-            ];
-            if single {
-                let m = &batch[0];
-                if let Some(id) = m.id() {
-                    attributes.push(KeyValue::new(semconv::MESSAGING_MESSAGE_ID, id.to_string()));
-                }
-                if let Some(key) = m.key() {
-                    attributes.push(KeyValue::new(key_attribute(system), key.to_owned()));
-                }
-            } else {
-                attributes.push(KeyValue::new(
-                    semconv::MESSAGING_BATCH_MESSAGE_COUNT,
-                    batch.len() as i64,
-                ));
-            }
-            span.set_attributes(attributes);
-        }
-        let span_context = span.span_context().clone();
-        if span_context.is_valid() {
-            let cx = Context::new().with_remote_span_context(span_context);
-            for message in batch.iter_mut() {
-                if message.headers().get("traceparent").is_none() {
-                    inject_context(&cx, message.headers_mut());
-                }
-            }
-        }
+        let metric_attributes = vec![
+            KeyValue::new(semconv::MESSAGING_SYSTEM, system),
+            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "publish"),
+            KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.clone()),
+        ];
+        let span = (!telemetry.tracer_is_noop())
+            .then(|| start_span(telemetry, system, topic, &parent, batch));
         PublishScope {
             telemetry,
             span,
-            metric_attributes: vec![
-                KeyValue::new(semconv::MESSAGING_SYSTEM, system),
-                KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "publish"),
-                KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic),
-            ],
+            metric_attributes,
             count: batch.len() as u64,
             single,
             started: Instant::now(),
@@ -130,26 +98,28 @@ impl<'t> PublishScope<'t> {
 
     /// Ends the span with the outcome and records the metrics.
     pub(crate) fn finish(mut self, result: &Result<Vec<Receipt>>) {
-        match result {
-            Ok(receipts) => {
-                if let (true, Some(receipt)) = (self.single, receipts.first()) {
-                    if self.span.is_recording() {
-                        self.span.set_attribute(KeyValue::new(
+        if let Err(error) = result {
+            self.metric_attributes
+                .push(KeyValue::new("error.type", error_type(error)));
+        }
+        if let Some(span) = self.span.as_mut() {
+            match result {
+                Ok(receipts) => match receipts.first() {
+                    Some(receipt) if self.single && span.is_recording() => {
+                        span.set_attribute(KeyValue::new(
                             semconv::MESSAGING_DESTINATION_PARTITION_ID,
                             receipt.partition.to_string(),
                         ));
                     }
+                    _ => {}
+                },
+                Err(error) => {
+                    span.set_status(Status::error(error.to_string()));
+                    span.set_attribute(KeyValue::new("error.type", error_type(error)));
                 }
             }
-            Err(error) => {
-                self.span.set_status(Status::error(error.to_string()));
-                self.span
-                    .set_attribute(KeyValue::new("error.type", error_type(error)));
-                self.metric_attributes
-                    .push(KeyValue::new("error.type", error_type(error)));
-            }
+            span.end();
         }
-        self.span.end();
         let metrics = self.telemetry.metrics();
         metrics.sent.add(self.count, &self.metric_attributes);
         metrics.operation_duration.record(
@@ -157,4 +127,54 @@ impl<'t> PublishScope<'t> {
             &self.metric_attributes,
         );
     }
+}
+
+/// Starts the publish span and writes its context into every message that
+/// does not carry one yet.
+fn start_span(
+    telemetry: &Telemetry,
+    system: &'static str,
+    topic: String,
+    parent: &Context,
+    batch: &mut [Message],
+) -> BoxedSpan {
+    let builder =
+        SpanBuilder::from_name(span_name("publish", &topic)).with_kind(SpanKind::Producer);
+    let mut span = telemetry.tracer().build_with_context(builder, parent);
+    if !parent.has_active_span() {
+        telemetry.observe_root_span(span.span_context().is_valid());
+    }
+    if span.is_recording() {
+        let mut attributes = vec![
+            KeyValue::new(semconv::MESSAGING_SYSTEM, system),
+            KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "send"),
+            KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "publish"),
+            KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic),
+        ];
+        match batch {
+            [single] => {
+                if let Some(id) = single.id() {
+                    attributes.push(KeyValue::new(semconv::MESSAGING_MESSAGE_ID, id.to_string()));
+                }
+                if let Some(key) = single.key() {
+                    attributes.push(KeyValue::new(key_attribute(system), key.to_owned()));
+                }
+            }
+            _ => attributes.push(KeyValue::new(
+                semconv::MESSAGING_BATCH_MESSAGE_COUNT,
+                batch.len() as i64,
+            )),
+        }
+        span.set_attributes(attributes);
+    }
+    let span_context = span.span_context().clone();
+    if span_context.is_valid() {
+        let cx = Context::new().with_remote_span_context(span_context);
+        for message in batch.iter_mut() {
+            if message.headers().get("traceparent").is_none() {
+                inject_context(&cx, message.headers_mut());
+            }
+        }
+    }
+    span
 }

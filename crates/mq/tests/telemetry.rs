@@ -399,3 +399,95 @@ async fn lag_gauge_is_reported() {
     assert!(lag_points >= 1, "no lag gauge points");
     assert_eq!(total_lag, 5, "lag per partition sums to the backlog");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_handler_calls_are_traced() {
+    let exporters = Exporters::new();
+    let telemetry = Telemetry::new(&exporters.tracer_provider, &exporters.meter_provider);
+    let client = mq::connect("memory://")
+        .await
+        .expect("connect")
+        .with_telemetry(telemetry);
+    let topic = unique("batched");
+    let group = unique("loader");
+    client
+        .consumer(&topic, &group)
+        .subscribe()
+        .await
+        .expect("join")
+        .close()
+        .await
+        .expect("leave");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            client
+                .producer()
+                .send(Message::new(topic.as_str(), format!("{i}")))
+                .await
+                .expect("send")
+                .id,
+        );
+    }
+    let seen = Arc::new(Mutex::new(0usize));
+    let consumer = {
+        let seen = seen.clone();
+        client
+            .consumer(&topic, &group)
+            .concurrency(1)
+            .run_batch(
+                mq::batch_handler_fn(move |batch: Vec<Delivery>| {
+                    let seen = seen.clone();
+                    async move {
+                        *seen.lock().await += batch.len();
+                        HandlerResult::Ok(())
+                    }
+                }),
+                10,
+                Duration::from_millis(100),
+            )
+            .await
+            .expect("run_batch")
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || seen
+            .try_lock()
+            .is_ok_and(|s| *s == 5))
+        .await
+    );
+    consumer.shutdown().await.expect("shutdown");
+    let spans = exporters.finished_spans();
+    let publish_ids: HashSet<SpanId> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Producer)
+        .map(|s| s.span_context.span_id())
+        .collect();
+    let batches: Vec<&SpanData> = spans
+        .iter()
+        .filter(|s| s.span_kind == SpanKind::Consumer && s.name == format!("process {topic}"))
+        .collect();
+    assert!(!batches.is_empty(), "no batch span");
+    let counted: i64 = batches
+        .iter()
+        .map(|s| match attr(s, "messaging.batch.message_count") {
+            Some(Value::I64(n)) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(counted, 5);
+    let linked: HashSet<SpanId> = batches
+        .iter()
+        .flat_map(|s| s.links.iter().map(|l| l.span_context.span_id()))
+        .collect();
+    assert_eq!(
+        linked, publish_ids,
+        "each batch span links its messages' publish spans"
+    );
+    assert_eq!(
+        exporters.counter(
+            "messaging.client.consumed.messages",
+            &KeyValue::new("messaging.consumer.group.name", group.clone())
+        ),
+        5
+    );
+}

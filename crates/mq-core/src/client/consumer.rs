@@ -239,14 +239,25 @@ impl ConsumerBuilder {
         }
         let settler = self.open().await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let handler: Arc<dyn BatchHandler> = Arc::new(handler);
         #[cfg(feature = "otel")]
-        crate::telemetry::spawn_lag_reporter(
-            self.client.inner.telemetry.clone(),
-            self.client.inner.driver.clone(),
-            self.topic.clone(),
-            self.group.clone(),
-            stop_rx.clone(),
-        );
+        let handler = {
+            let inner = &self.client.inner;
+            crate::telemetry::spawn_lag_reporter(
+                inner.telemetry.clone(),
+                inner.driver.clone(),
+                self.topic.clone(),
+                self.group.clone(),
+                stop_rx.clone(),
+            );
+            crate::telemetry::ProcessLayer::new(
+                inner.telemetry.clone(),
+                inner.driver.backend(),
+                &self.topic,
+                &self.group,
+            )
+            .wrap_batch(handler)
+        };
         let shared = Shared::new(settler, self.settings(), stop_rx);
         let batch = BatchSettings {
             max_messages,
@@ -254,7 +265,7 @@ impl ConsumerBuilder {
         };
         Ok(ConsumerHandle::new(
             stop,
-            tokio::spawn(run_batches(shared, Arc::new(handler), batch)),
+            tokio::spawn(run_batches(shared, handler, batch)),
         ))
     }
 

@@ -169,6 +169,13 @@ pub trait BatchHandler: Send + Sync + 'static {
     async fn handle_batch(&self, batch: &[Delivery]) -> HandlerResult;
 }
 
+#[async_trait]
+impl<H: BatchHandler + ?Sized> BatchHandler for Arc<H> {
+    async fn handle_batch(&self, batch: &[Delivery]) -> HandlerResult {
+        (**self).handle_batch(batch).await
+    }
+}
+
 /// A [`BatchHandler`] from an async closure taking the batch by value.
 pub fn batch_handler_fn<F, Fut>(f: F) -> BatchHandlerFn<F>
 where

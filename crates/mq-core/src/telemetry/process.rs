@@ -12,7 +12,7 @@ use opentelemetry_semantic_conventions::attribute as semconv;
 
 use super::{extract_context, key_attribute, messaging_system, span_name, Telemetry};
 use crate::message::Delivery;
-use crate::runtime::{Handler, HandlerError, HandlerResult, Layer};
+use crate::runtime::{BatchHandler, Handler, HandlerError, HandlerResult, Layer};
 
 /// Traces and measures every handler call of one consumer.
 pub(crate) struct ProcessLayer {
@@ -39,6 +39,20 @@ impl ProcessLayer {
             group: Arc::from(group),
             metric_attributes: MetricAttributes::new(system, topic, group),
         }
+    }
+}
+
+impl ProcessLayer {
+    /// Traces a batch handler: one span per call, linked to every message's
+    /// producer span (the first 128).
+    pub(crate) fn wrap_batch(&self, inner: Arc<dyn BatchHandler>) -> Arc<dyn BatchHandler> {
+        Arc::new(TracedBatch {
+            inner,
+            telemetry: self.telemetry.clone(),
+            system: self.system,
+            group: self.group.clone(),
+            metric_attributes: self.metric_attributes.clone(),
+        })
     }
 }
 
@@ -71,6 +85,14 @@ struct MetricAttributes {
 }
 
 impl MetricAttributes {
+    fn for_result(&self, result: &HandlerResult) -> &[KeyValue] {
+        match result {
+            Ok(()) => &self.ok,
+            Err(HandlerError::Retry { .. }) => &self.retry,
+            Err(HandlerError::Reject { .. }) => &self.reject,
+        }
+    }
+
     fn new(system: &'static str, topic: &str, group: &str) -> Self {
         let base = vec![
             KeyValue::new(semconv::MESSAGING_SYSTEM, system),
@@ -168,13 +190,91 @@ impl Handler for Process {
             span.end();
             result
         };
-        let attributes = match &result {
-            Ok(()) => &self.metric_attributes.ok,
-            Err(HandlerError::Retry { .. }) => &self.metric_attributes.retry,
-            Err(HandlerError::Reject { .. }) => &self.metric_attributes.reject,
-        };
+        let attributes = self.metric_attributes.for_result(&result);
         let metrics = self.telemetry.metrics();
         metrics.consumed.add(1, attributes);
+        metrics
+            .process_duration
+            .record(started.elapsed().as_secs_f64(), attributes);
+        result
+    }
+}
+
+struct TracedBatch {
+    inner: Arc<dyn BatchHandler>,
+    telemetry: Arc<Telemetry>,
+    system: &'static str,
+    group: Arc<str>,
+    metric_attributes: MetricAttributes,
+}
+
+/// Most producer links one batch span carries.
+const MAX_BATCH_LINKS: usize = 128;
+
+impl TracedBatch {
+    fn start_span(&self, batch: &[Delivery]) -> Context {
+        let links: Vec<Link> = batch
+            .iter()
+            .filter(|d| d.message().headers().get("traceparent").is_some())
+            .map(|d| {
+                extract_context(d.message().headers())
+                    .span()
+                    .span_context()
+                    .clone()
+            })
+            .filter(|sc| sc.is_valid())
+            .take(MAX_BATCH_LINKS)
+            .map(Link::with_context)
+            .collect();
+        let topic = batch.first().map_or("", |d| d.topic());
+        let builder = SpanBuilder::from_name(span_name("process", topic))
+            .with_kind(SpanKind::Consumer)
+            .with_links(links);
+        let root = Context::new();
+        let mut span = self.telemetry.tracer().build_with_context(builder, &root);
+        self.telemetry
+            .observe_root_span(span.span_context().is_valid());
+        if span.is_recording() {
+            span.set_attributes([
+                KeyValue::new(semconv::MESSAGING_SYSTEM, self.system),
+                KeyValue::new(semconv::MESSAGING_OPERATION_TYPE, "process"),
+                KeyValue::new(semconv::MESSAGING_OPERATION_NAME, "process"),
+                KeyValue::new(semconv::MESSAGING_DESTINATION_NAME, topic.to_owned()),
+                KeyValue::new(
+                    semconv::MESSAGING_CONSUMER_GROUP_NAME,
+                    self.group.to_string(),
+                ),
+                KeyValue::new(semconv::MESSAGING_BATCH_MESSAGE_COUNT, batch.len() as i64),
+            ]);
+        }
+        root.with_span(span)
+    }
+}
+
+#[async_trait]
+impl BatchHandler for TracedBatch {
+    async fn handle_batch(&self, batch: &[Delivery]) -> HandlerResult {
+        let started = Instant::now();
+        let result = if self.telemetry.tracer_is_noop() {
+            self.inner.handle_batch(batch).await
+        } else {
+            let cx = self.start_span(batch);
+            let result = self
+                .inner
+                .handle_batch(batch)
+                .with_context(cx.clone())
+                .await;
+            let span = cx.span();
+            if let Err(error) = &result {
+                span.set_status(Status::error(error.to_string()));
+                span.set_attribute(KeyValue::new("error.type", error_type(error)));
+            }
+            span.end();
+            result
+        };
+        let attributes = self.metric_attributes.for_result(&result);
+        let metrics = self.telemetry.metrics();
+        metrics.consumed.add(batch.len() as u64, attributes);
         metrics
             .process_duration
             .record(started.elapsed().as_secs_f64(), attributes);

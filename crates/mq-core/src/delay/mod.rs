@@ -21,7 +21,6 @@ use tokio::task::JoinSet;
 
 use crate::driver::Driver;
 use crate::message::{reserved, Message};
-use crate::runtime::millis;
 
 /// Durations of the delay level topics, in milliseconds.
 pub(crate) const LEVELS_MS: [u64; 12] = [
@@ -47,6 +46,17 @@ fn pick_level(remaining: Duration) -> u64 {
         .unwrap_or(LEVELS_MS[0])
 }
 
+/// Milliseconds since the Unix epoch, rounded up.
+fn millis_ceil(t: SystemTime) -> u64 {
+    let exact = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let ms = exact.as_millis() as u64;
+    if exact.subsec_nanos() % 1_000_000 == 0 {
+        ms
+    } else {
+        ms + 1
+    }
+}
+
 /// Rewrites `message` (due at `due`) into a parked copy in its level topic.
 fn park_at(mut message: Message, due: SystemTime, now: SystemTime) -> Message {
     let remaining = due.duration_since(now).unwrap_or_default();
@@ -56,8 +66,10 @@ fn park_at(mut message: Message, due: SystemTime, now: SystemTime) -> Message {
     message.clear_delay();
     let headers = message.headers_mut();
     headers.insert(reserved::DELAY_DESTINATION, destination);
-    headers.insert(reserved::DELIVER_AT, millis(due).to_string());
-    headers.insert(reserved::DELAY_HOP_DUE, millis(hop_due).to_string());
+    // Rounded up: a due time rounded down could let the forwarder deliver
+    // up to a millisecond early.
+    headers.insert(reserved::DELIVER_AT, millis_ceil(due).to_string());
+    headers.insert(reserved::DELAY_HOP_DUE, millis_ceil(hop_due).to_string());
     message.with_topic(level_topic(level))
 }
 
@@ -145,6 +157,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn due_times_round_up() {
+        let t = std::time::UNIX_EPOCH + Duration::from_micros(1_000_001);
+        assert_eq!(millis_ceil(t), 1_001);
+        assert_eq!(millis_ceil(std::time::UNIX_EPOCH + Duration::from_millis(7)), 7);
+    }
+
+    #[test]
     fn levels() {
         assert_eq!(pick_level(Duration::from_millis(10)), 50);
         assert_eq!(pick_level(Duration::from_millis(199)), 50);
@@ -165,7 +184,7 @@ mod tests {
         );
         assert_eq!(
             parked.headers().get(reserved::DELAY_HOP_DUE),
-            Some(millis(now + Duration::from_secs(1)).to_string().as_str())
+            Some(millis_ceil(now + Duration::from_secs(1)).to_string().as_str())
         );
         let short = park_at(
             Message::new("orders", "x"),
@@ -174,7 +193,7 @@ mod tests {
         );
         assert_eq!(
             short.headers().get(reserved::DELAY_HOP_DUE),
-            Some(millis(now + Duration::from_millis(20)).to_string().as_str())
+            Some(millis_ceil(now + Duration::from_millis(20)).to_string().as_str())
         );
     }
 }

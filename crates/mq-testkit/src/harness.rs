@@ -60,6 +60,7 @@ where
     let run = uuid::Uuid::now_v7().simple().to_string();
     let ctx = Context::new(client, run[run.len() - 12..].to_owned());
     let result = scenario(&ctx).await;
+    ctx.clean_up().await;
     let _ = ctx.client.close().await;
     match result {
         Ok(()) => Outcome::Passed,

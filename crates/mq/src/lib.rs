@@ -103,12 +103,27 @@ async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Drive
         "native" => not_yet_available(config, "native", cfg!(feature = "native")),
         "kafka" => not_yet_available(config, "kafka", cfg!(feature = "kafka")),
         "amqp" | "amqps" => not_yet_available(config, "rabbit", cfg!(feature = "rabbit")),
-        "redis" | "rediss" => not_yet_available(config, "redis", cfg!(feature = "redis")),
+        "redis" | "rediss" => {
+            #[cfg(feature = "redis")]
+            return Ok(std::sync::Arc::new(mq_redis::RedisDriver::connect(config).await?));
+            #[cfg(not(feature = "redis"))]
+            return feature_off(config, "redis");
+        }
         "rocketmq" => not_yet_available(config, "rocket", cfg!(feature = "rocket")),
         other => Err(Error::Config(format!(
             "unknown URL scheme {other}:// in {config}; expected memory, native, kafka, amqp, redis or rocketmq"
         ))),
     }
+}
+
+/// The answer for a URL whose backend feature is off.
+fn feature_off(
+    config: &Config,
+    feature: &'static str,
+) -> Result<std::sync::Arc<dyn driver::Driver>> {
+    Err(Error::Config(format!(
+        "{config} needs the `{feature}` feature of mq: mq = {{ version = \"0.1\", features = [\"{feature}\"] }}"
+    )))
 }
 
 /// The answer for a backend whose driver is not in this build: either its
@@ -124,9 +139,7 @@ fn not_yet_available(
             feature,
         ))
     } else {
-        Err(Error::Config(format!(
-            "{config} needs the `{feature}` feature of mq: mq = {{ version = \"0.1\", features = [\"{feature}\"] }}"
-        )))
+        feature_off(config, feature)
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{Client, Subscription};
-use crate::driver::{join_group, StartFrom, SubscribeSpec, Support};
+use crate::driver::{join_group, StartFrom, SubscribeSpec, Support, TopicSpec};
 use crate::error::{Error, Result};
 use crate::message::{validate_group, validate_topic};
 use crate::runtime::{
@@ -153,7 +153,11 @@ impl ConsumerBuilder {
         }
         let mut topics = vec![self.topic.clone()];
         if inner.driver.capabilities().redelivery_delay != Support::Native {
-            topics.push(retry_topic(&self.group, &self.topic));
+            // Retries need no partitioning (their order is not kept by
+            // design) and one partition keeps the reads a member makes few.
+            let retries = retry_topic(&self.group, &self.topic);
+            inner.driver.ensure_topic(&retries, &TopicSpec::new(1)).await?;
+            topics.push(retries);
         }
         let subscription = inner
             .driver

@@ -102,7 +102,12 @@ async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Drive
         "memory" => Ok(std::sync::Arc::new(memory::MemoryDriver::from_config(config)?)),
         "native" => not_yet_available(config, "native", cfg!(feature = "native")),
         "kafka" => not_yet_available(config, "kafka", cfg!(feature = "kafka")),
-        "amqp" | "amqps" => not_yet_available(config, "rabbit", cfg!(feature = "rabbit")),
+        "amqp" | "amqps" => {
+            #[cfg(feature = "rabbit")]
+            return Ok(std::sync::Arc::new(mq_rabbit::RabbitDriver::connect(config).await?));
+            #[cfg(not(feature = "rabbit"))]
+            return feature_off(config, "rabbit");
+        }
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             return Ok(std::sync::Arc::new(mq_redis::RedisDriver::connect(config).await?));

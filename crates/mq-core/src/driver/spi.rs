@@ -153,7 +153,9 @@ pub trait DriverSubscription: Send + Sync {
     /// record (it stays available for a later fetch).
     async fn fetch(&self, max: usize) -> Result<Vec<RawDelivery>>;
 
-    /// Acknowledges records; each is done for this group.
+    /// Acknowledges records; each is done for this group. A token from a
+    /// connection or channel that has since been lost is ignored (`Ok`):
+    /// the broker redelivers that record, and at-least-once allows it.
     async fn ack(&self, tokens: Vec<AckToken>) -> Result<()>;
 
     /// Returns a record for redelivery to the group after `after`. Only

@@ -52,7 +52,9 @@ impl Context {
             let _ = driver.delete_topic(topic).await;
             let _ = driver.delete_topic(&format!("{topic}.dlq")).await;
             for group in &groups {
-                let _ = driver.delete_topic(&format!("__mq.retry.{group}.{topic}")).await;
+                let _ = driver
+                    .delete_topic(&format!("__mq.retry.{group}.{topic}"))
+                    .await;
             }
         }
     }

@@ -156,7 +156,10 @@ impl ConsumerBuilder {
             // Retries need no partitioning (their order is not kept by
             // design) and one partition keeps the reads a member makes few.
             let retries = retry_topic(&self.group, &self.topic);
-            inner.driver.ensure_topic(&retries, &TopicSpec::new(1)).await?;
+            inner
+                .driver
+                .ensure_topic(&retries, &TopicSpec::new(1))
+                .await?;
             topics.push(retries);
         }
         let subscription = inner

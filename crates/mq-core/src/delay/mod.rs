@@ -50,7 +50,7 @@ fn pick_level(remaining: Duration) -> u64 {
 fn millis_ceil(t: SystemTime) -> u64 {
     let exact = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let ms = exact.as_millis() as u64;
-    if exact.subsec_nanos() % 1_000_000 == 0 {
+    if exact.subsec_nanos().is_multiple_of(1_000_000) {
         ms
     } else {
         ms + 1
@@ -160,7 +160,10 @@ mod tests {
     fn due_times_round_up() {
         let t = std::time::UNIX_EPOCH + Duration::from_micros(1_000_001);
         assert_eq!(millis_ceil(t), 1_001);
-        assert_eq!(millis_ceil(std::time::UNIX_EPOCH + Duration::from_millis(7)), 7);
+        assert_eq!(
+            millis_ceil(std::time::UNIX_EPOCH + Duration::from_millis(7)),
+            7
+        );
     }
 
     #[test]
@@ -184,7 +187,11 @@ mod tests {
         );
         assert_eq!(
             parked.headers().get(reserved::DELAY_HOP_DUE),
-            Some(millis_ceil(now + Duration::from_secs(1)).to_string().as_str())
+            Some(
+                millis_ceil(now + Duration::from_secs(1))
+                    .to_string()
+                    .as_str()
+            )
         );
         let short = park_at(
             Message::new("orders", "x"),
@@ -193,7 +200,11 @@ mod tests {
         );
         assert_eq!(
             short.headers().get(reserved::DELAY_HOP_DUE),
-            Some(millis_ceil(now + Duration::from_millis(20)).to_string().as_str())
+            Some(
+                millis_ceil(now + Duration::from_millis(20))
+                    .to_string()
+                    .as_str()
+            )
         );
     }
 }

@@ -48,7 +48,7 @@ pub async fn per_key_order_under_concurrency(ctx: &Context) -> Result<(), Skip> 
                 let now = running.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
                 tokio::task::yield_now().await;
-                if seq % 7 == 0 {
+                if seq.is_multiple_of(7) {
                     tokio::time::sleep(std::time::Duration::from_micros(200)).await;
                 }
                 running.fetch_sub(1, Ordering::SeqCst);

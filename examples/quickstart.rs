@@ -2,8 +2,8 @@
 //! message, a transaction, an idempotent duplicate and a dead letter.
 //!
 //! ```text
-//! cargo run --example quickstart                   # the default backend
-//! MQ_URL=memory:// cargo run --example quickstart  # any backend by URL
+//! cargo run --example quickstart                   # the native engine in a temporary directory
+//! MQ_URL=redis://127.0.0.1:6379 cargo run --example quickstart --features mq/redis
 //! ```
 
 use std::time::{Duration, Instant};
@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 
 #[tokio::main]
 async fn main() -> mq::Result<()> {
-    let url = std::env::var("MQ_URL").unwrap_or_else(|_| "memory://".to_owned());
+    // The default backend is the embedded native engine: durable, on local
+    // disk, no server. This tour keeps its data in a fresh temporary directory.
+    let scratch = std::env::temp_dir().join(format!("mq-quickstart-{}", std::process::id()));
+    let url = std::env::var("MQ_URL").unwrap_or_else(|_| format!("native://{}", scratch.display()));
     let client = mq::connect(url.as_str()).await?;
     println!("connected to the {} backend ({url})", client.backend());
     let producer = client.producer();
@@ -136,7 +139,9 @@ async fn main() -> mq::Result<()> {
     dlq_reader.shutdown().await?;
     let lag = client.admin().total_lag("orders", "billing").await?;
     println!("\nbilling's lag on orders after shutdown: {lag}");
-    client.close().await
+    client.close().await?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<String>) -> String {

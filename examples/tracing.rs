@@ -15,8 +15,8 @@ use std::time::Duration;
 use mq::telemetry::Telemetry;
 use mq::{handler_fn, Delivery, HandlerResult, Message};
 use opentelemetry::global;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry::trace::{TraceContextExt, Tracer};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::sync::mpsc;
 

@@ -1,3 +1,79 @@
-//! The embedded log engine driver for mq. Not implemented yet: the crate exists so the
-//! workspace has its final shape; `mq::connect` answers its URL scheme with
-//! `Error::Unsupported` until the driver lands.
+//! # mq-native
+//!
+//! The embedded log engine behind `native://PATH` URLs: what an mq user gets
+//! with no broker at all, durable on local disk, and the reference
+//! implementation of the semantics in DESIGN.md.
+//!
+//! ```no_run
+//! # async fn demo() -> mq_core::Result<()> {
+//! use mq_core::{Client, Config};
+//! let client = Client::new(mq_native::NativeDriver::open(&Config::from_url("native://./data")?).await?);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Design
+//!
+//! RocketMQ-like: **one commit log** shared by every topic, cut into
+//! segment files, plus a **per-partition index** over it. A send appends a
+//! CRC-checked record batch; a transaction is one batch, so it is atomic
+//! across topics and partitions. Appends are encoded under one writer lock
+//! (which assigns offsets) and written by a flusher thread that fsyncs once
+//! per chunk of waiting appends (**group commit**); under `fsync=always` a
+//! send is acknowledged only after the fsync that covers it, and records
+//! become visible to consumers at the same moment.
+//!
+//! ## On-disk format
+//!
+//! ```text
+//! DIR/LOCK                   flock held while open; holds "pid N" of the holder
+//! DIR/topics.json            topic table: {next_id, topics: [{id, name, partitions}]}
+//! DIR/log/<base:020>.log     commit-log segments; <base> = log position of byte 0
+//! DIR/index/<topic_id>/<p>.idx   partition index: 16-byte entries (first_offset, position)
+//! DIR/delay.idx              delay index: entry n = delayed message n: (due_us, position)
+//! DIR/dedup-<gen>.journal    idempotency keys: len/crc-framed records
+//! DIR/checkpoint.json        log position P covered by indexes, delay and dedup state
+//! DIR/offsets.json           group cursors: committed offset, acks above it
+//! ```
+//!
+//! A segment is a sequence of batches (see [`log::batch`] for the exact
+//! layout): `len:u32 crc32c:u32 body`, the body holding a timestamp and
+//! records. A record is a message (topic id, partition, offset, id, key,
+//! idempotency key, ordered headers, payload), a *delayed* message (same,
+//! plus its due time; its offset field is its delay sequence number), or a
+//! *delay-done* marker.
+//!
+//! Index files are rebuildable from the log. JSON files are replaced
+//! atomically (write temp, fsync, rename, fsync directory).
+//!
+//! ## Recovery
+//!
+//! Opening reads the checkpoint, truncates every index to the entries it
+//! vouches for, and rescans the log from its position `P`: good batches are
+//! re-indexed, delayed records and done markers and idempotency keys are
+//! replayed. The first bad length or CRC at the end of the last segment is
+//! a torn tail (a write the crash cut short, never acknowledged under
+//! `fsync=always`) and is truncated; a bad batch followed by good data is
+//! corruption and opening fails naming the file and byte offset. Batches
+//! before `P` are checked (CRC) every time they are read; a corrupt one is
+//! reported, never served.
+//!
+//! ## Options
+//!
+//! See [`Options`]; every option can be given in the URL query
+//! (`native://./data?fsync=never&partitions=8`) or a config table. Unknown
+//! options are an error naming them.
+
+#![warn(missing_docs)]
+
+mod dedup;
+mod delay;
+mod driver;
+pub mod engine;
+mod error;
+mod fsutil;
+mod group;
+pub mod log;
+mod options;
+
+pub use driver::NativeDriver;
+pub use options::{Fsync, Options};

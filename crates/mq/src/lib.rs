@@ -100,7 +100,12 @@ pub async fn connect_from_env() -> Result<Client> {
 async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Driver>> {
     match config.scheme() {
         "memory" => Ok(std::sync::Arc::new(memory::MemoryDriver::from_config(config)?)),
-        "native" => not_yet_available(config, "native", cfg!(feature = "native")),
+        "native" => {
+            #[cfg(feature = "native")]
+            return Ok(std::sync::Arc::new(mq_native::NativeDriver::open(config).await?));
+            #[cfg(not(feature = "native"))]
+            return feature_off(config, "native");
+        }
         "kafka" => not_yet_available(config, "kafka", cfg!(feature = "kafka")),
         "amqp" | "amqps" => {
             #[cfg(feature = "rabbit")]

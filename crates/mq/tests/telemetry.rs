@@ -28,6 +28,10 @@ fn backend_urls() -> Vec<String> {
         "memory://".to_owned(),
         "memory://?delay=emulated".to_owned(),
     ];
+    if cfg!(feature = "native") {
+        let dir = std::env::temp_dir().join(unique("mq-telemetry-native"));
+        urls.push(format!("native://{}", dir.display()));
+    }
     if cfg!(feature = "redis") {
         urls.push(env_or("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"));
     }
@@ -366,6 +370,9 @@ async fn check_backend(url: &str) {
     );
     client.close().await.expect("close");
     eprintln!("telemetry checked on {}", client.backend());
+    if let Some(dir) = url.strip_prefix("native://") {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

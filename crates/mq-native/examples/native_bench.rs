@@ -1,0 +1,459 @@
+//! Throughput and latency of the native engine.
+//!
+//! ```text
+//! cargo run --release -p mq-native --example native_bench
+//! ```
+//!
+//! Env: `MQ_BENCH_MESSAGES` (messages per produce run, default 2,000,000),
+//! `MQ_BENCH_DIR` (where data goes, default the system temp dir),
+//! `MQ_BENCH_RECOVERY_GIB` (log size for the kill -9 reopen row, default 1;
+//! 0 skips it), `MQ_BENCH_QUICK` (stop after the never-mode throughput rows).
+//! Prints a table; every number is measured by this run.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
+use mq_core::{handler_fn, Client, Config, Delivery, HandlerResult, Message, MessageId, TopicSpec};
+use mq_native::NativeDriver;
+
+const PAYLOAD: usize = 100;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let base = std::env::var("MQ_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir());
+    let dir = base.join(format!("mq-native-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+async fn open(dir: &Path, options: &str) -> NativeDriver {
+    let url = format!("native://{}?{options}", dir.display());
+    NativeDriver::open(&Config::from_url(&url).expect("url"))
+        .await
+        .expect("open")
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+struct Row {
+    what: String,
+    value: String,
+    note: String,
+}
+
+/// `producers` tasks each send `total / producers` messages in batches of `batch`.
+async fn produce(client: &Client, topic: &str, total: u64, producers: u64, batch: u64) -> f64 {
+    let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+    let per = total / producers;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let producer = client.producer();
+        let (topic, payload) = (topic.to_owned(), payload.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0;
+            while sent < per {
+                let n = batch.min(per - sent);
+                let msgs: Vec<Message> = (0..n)
+                    .map(|i| {
+                        Message::new(topic.as_str(), payload.clone())
+                            .with_key(format!("k{}", (p * 7 + i) % 64))
+                    })
+                    .collect();
+                if n == 1 {
+                    producer
+                        .send(msgs.into_iter().next().expect("one"))
+                        .await
+                        .expect("send");
+                } else {
+                    producer.send_batch(msgs).await.expect("send_batch");
+                }
+                sent += n;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("producer");
+    }
+    (per * producers) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Reads `total` messages with a fresh group straight from the driver.
+async fn consume_raw(driver: &NativeDriver, topic: &str, total: u64) -> f64 {
+    let sub = driver
+        .subscribe(SubscribeSpec {
+            topics: vec![topic.to_owned()],
+            group: "bench-raw".into(),
+            start: StartFrom::Earliest,
+            prefetch: 4096,
+        })
+        .await
+        .expect("subscribe");
+    let start = Instant::now();
+    let mut got = 0u64;
+    while got < total {
+        let batch = sub.fetch(4096).await.expect("fetch");
+        got += batch.len() as u64;
+        sub.ack(batch.into_iter().map(|d| d.token).collect())
+            .await
+            .expect("ack");
+    }
+    let rate = got as f64 / start.elapsed().as_secs_f64();
+    sub.close().await.expect("close");
+    rate
+}
+
+/// Reads `total` messages with a fresh group through the client runtime (handler per message).
+async fn consume_handler(client: &Client, topic: &str, total: u64) -> f64 {
+    let count = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let count = count.clone();
+        handler_fn(move |_d: Delivery| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::Relaxed);
+                HandlerResult::Ok(())
+            }
+        })
+    };
+    let start = Instant::now();
+    let consumer = client
+        .consumer(topic, "bench-handler")
+        .concurrency(64)
+        .prefetch(4096)
+        .run(handler)
+        .await
+        .expect("run");
+    while count.load(Ordering::Relaxed) < total {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    consumer.shutdown().await.expect("shutdown");
+    rate
+}
+
+/// Publishes at `rate` msgs/s for `secs` and measures send-to-handler latency.
+async fn latency(
+    client: &Client,
+    topic: &str,
+    rate: u64,
+    secs: u64,
+) -> (Duration, Duration, Duration) {
+    client
+        .admin()
+        .ensure_topic(topic, TopicSpec::new(4))
+        .await
+        .expect("topic");
+    let epoch = Instant::now();
+    let samples = Arc::new(parking_lot::Mutex::new(Vec::with_capacity(
+        (rate * secs) as usize,
+    )));
+    let handler = {
+        let samples = samples.clone();
+        handler_fn(move |d: Delivery| {
+            let samples = samples.clone();
+            async move {
+                let sent: u64 = d.message().payload_str()?.trim_end_matches('x').parse()?;
+                let now = epoch.elapsed().as_nanos() as u64;
+                samples.lock().push(now.saturating_sub(sent));
+                HandlerResult::Ok(())
+            }
+        })
+    };
+    let consumer = client
+        .consumer(topic, "bench-latency")
+        .start_from(StartFrom::Latest)
+        .concurrency(64)
+        .run(handler)
+        .await
+        .expect("run");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // 1 ms ticks, rate/1000 messages per tick, sent as one batch per tick.
+    let per_tick = (rate / 1000).max(1);
+    let producer = client.producer();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = rate * secs;
+    let mut sent = 0;
+    while sent < total {
+        tick.tick().await;
+        let now = epoch.elapsed().as_nanos() as u64;
+        let mut body = now.to_string();
+        while body.len() < PAYLOAD {
+            body.push('x');
+        }
+        let batch: Vec<Message> = (0..per_tick)
+            .map(|i| Message::new(topic, body.clone()).with_key(format!("k{}", (sent + i) % 64)))
+            .collect();
+        // Sends run concurrently, as independent producers would.
+        let producer = producer.clone();
+        tokio::spawn(async move { producer.send_batch(batch).await.expect("send") });
+        sent += per_tick;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (samples.lock().len() as u64) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    consumer.shutdown().await.expect("shutdown");
+    let mut v = samples.lock().clone();
+    v.sort_unstable();
+    let pct = |p: f64| {
+        Duration::from_nanos(
+            v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(0),
+        )
+    };
+    (pct(0.50), pct(0.99), pct(0.999))
+}
+
+fn recovery_child(dir: &str, gib: u64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let driver = open(Path::new(dir), "fsync=never").await;
+        driver
+            .ensure_topic("big", &TopicSpec::new(8))
+            .await
+            .expect("topic");
+        let payload = bytes::Bytes::from(vec![b'y'; 1000]);
+        let target = gib * 1024 * 1024 * 1024;
+        let mut written = 0u64;
+        while written < target {
+            let batch: Vec<Message> = (0..1000)
+                .map(|i| {
+                    Message::new("big", payload.clone())
+                        .with_key(format!("k{i}"))
+                        .with_id(MessageId::new())
+                })
+                .collect();
+            driver.publish(batch).await.expect("publish");
+            written += 1000 * 1100;
+        }
+        println!("WRITTEN");
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--recovery-child") {
+        recovery_child(&args[2], args[3].parse().expect("gib"));
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let rows = rt.block_on(run());
+    println!();
+    println!("| measurement | result | notes |");
+    println!("|---|---|---|");
+    for r in rows {
+        println!("| {} | {} | {} |", r.what, r.value, r.note);
+    }
+}
+
+async fn run() -> Vec<Row> {
+    let n = env_u64("MQ_BENCH_MESSAGES", 2_000_000);
+    let mut rows = Vec::new();
+    let fmt = |rate: f64| format!("{:.0} msgs/s", rate);
+
+    // Produce, fsync=never.
+    let dir = scratch("never");
+    let driver = open(&dir, "fsync=never").await;
+    let client = Client::new(driver.clone());
+    client
+        .admin()
+        .ensure_topic("bench", TopicSpec::new(8))
+        .await
+        .expect("topic");
+    let rss_before = rss_mib();
+    let rate = produce(&client, "bench", n, 4, 1000).await;
+    let rss_after = rss_mib();
+    eprintln!("produce never: {rate:.0}");
+    rows.push(Row {
+        what: format!("produce {PAYLOAD} B, fsync=never, 4 producers x send_batch(1000)"),
+        value: fmt(rate),
+        note: format!("{n} msgs; RSS {rss_before:.0} -> {rss_after:.0} MiB"),
+    });
+    let rate = produce(&client, "bench-64", n, 64, 100).await;
+    eprintln!("produce never 64: {rate:.0}");
+    rows.push(Row {
+        what: format!("produce {PAYLOAD} B, fsync=never, 64 producers x send_batch(100)"),
+        value: fmt(rate),
+        note: format!("{n} msgs"),
+    });
+    let driver_rate = {
+        let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+        client
+            .admin()
+            .ensure_topic("bench-driver", TopicSpec::new(8))
+            .await
+            .expect("topic");
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < n {
+            let batch: Vec<Message> = (0..1000)
+                .map(|i| {
+                    Message::new("bench-driver", payload.clone())
+                        .with_key(format!("k{}", i % 64))
+                        .with_id(MessageId::new())
+                })
+                .collect();
+            driver.publish(batch).await.expect("publish");
+            sent += 1000;
+        }
+        sent as f64 / start.elapsed().as_secs_f64()
+    };
+    eprintln!("produce driver never: {driver_rate:.0}");
+    rows.push(Row {
+        what: format!("produce {PAYLOAD} B, fsync=never, driver SPI publish(1000), 1 task"),
+        value: fmt(driver_rate),
+        note: "engine without the client's validation layer".into(),
+    });
+
+    // Consume from the page cache.
+    let rate = consume_raw(&driver, "bench", n).await;
+    eprintln!("consume raw: {rate:.0}");
+    rows.push(Row {
+        what: "consume from page cache, driver fetch(4096) + ack".into(),
+        value: fmt(rate),
+        note: format!("{n} msgs, 8 partitions, one member"),
+    });
+    let rate = consume_handler(&client, "bench", n).await;
+    eprintln!("consume handler: {rate:.0}");
+    rows.push(Row {
+        what: "consume from page cache, client handler, concurrency 64".into(),
+        value: fmt(rate),
+        note: "includes mq-core's runtime per message".into(),
+    });
+    if std::env::var("MQ_BENCH_QUICK").is_ok() {
+        client.close().await.expect("close");
+        let _ = std::fs::remove_dir_all(&dir);
+        return rows;
+    }
+    let (p50, p99, p999) = latency(&client, "lat-never", 50_000, 3).await;
+    rows.push(Row {
+        what: "publish-to-handler latency at 50,000 msgs/s, fsync=never".into(),
+        value: format!("p50 {p50:?}, p99 {p99:?}"),
+        note: format!("p99.9 {p999:?}; 3 s, batches of 50 per ms"),
+    });
+    client.close().await.expect("close");
+    drop(client);
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Produce, fsync=always, 64 producers.
+    let dir = scratch("always");
+    let driver = open(&dir, "fsync=always").await;
+    let client = Client::new(driver.clone());
+    client
+        .admin()
+        .ensure_topic("bench", TopicSpec::new(8))
+        .await
+        .expect("topic");
+    let rate = produce(&client, "bench", n, 64, 100).await;
+    eprintln!("produce always batch: {rate:.0}");
+    rows.push(Row {
+        what: format!("produce {PAYLOAD} B, fsync=always, 64 producers x send_batch(100)"),
+        value: fmt(rate),
+        note: "group commit: one fsync per flush of all waiting sends".into(),
+    });
+    let single = (n / 10).max(64_000);
+    let rate = produce(&client, "bench", single, 64, 1).await;
+    eprintln!("produce always single: {rate:.0}");
+    rows.push(Row {
+        what: format!("produce {PAYLOAD} B, fsync=always, 64 producers x send(1)"),
+        value: fmt(rate),
+        note: format!("{single} msgs"),
+    });
+    let (p50, p99, p999) = latency(&client, "lat-always", 50_000, 3).await;
+    rows.push(Row {
+        what: "publish-to-handler latency at 50,000 msgs/s, fsync=always".into(),
+        value: format!("p50 {p50:?}, p99 {p99:?}"),
+        note: format!("p99.9 {p999:?}; 3 s, batches of 50 per ms"),
+    });
+    client.close().await.expect("close");
+    drop(client);
+    drop(driver);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // Reopen after kill -9 with a large log.
+    let gib = env_u64("MQ_BENCH_RECOVERY_GIB", 1);
+    if gib > 0 {
+        let dir = scratch("recovery");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let exe = std::env::current_exe().expect("exe");
+        let mut child = std::process::Command::new(exe)
+            .args([
+                "--recovery-child",
+                &dir.display().to_string(),
+                &gib.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        child.kill().expect("kill -9");
+        child.wait().expect("wait");
+        let start = Instant::now();
+        let driver = open(&dir, "").await;
+        let took = start.elapsed();
+        let log_bytes: u64 = std::fs::read_dir(dir.join("log"))
+            .expect("log")
+            .map(|e| e.expect("entry").metadata().expect("meta").len())
+            .sum();
+        driver.close().await.expect("close");
+        rows.push(Row {
+            what: format!(
+                "reopen after kill -9, {:.2} GiB of log",
+                log_bytes as f64 / (1u64 << 30) as f64
+            ),
+            value: format!("{took:?}"),
+            note: "writer killed right after its last append; rescans past the last checkpoint"
+                .into(),
+        });
+        // Worst case: no checkpoint at all, every byte rescanned and re-indexed.
+        let _ = std::fs::remove_file(dir.join("checkpoint.json"));
+        let start = Instant::now();
+        let driver = open(&dir, "").await;
+        let took = start.elapsed();
+        driver.close().await.expect("close");
+        rows.push(Row {
+            what: format!(
+                "reopen with no checkpoint (full rescan), {:.2} GiB of log",
+                log_bytes as f64 / (1u64 << 30) as f64
+            ),
+            value: format!("{took:?}"),
+            note: "checkpoint.json deleted: CRC check and re-index of the whole log".into(),
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let _ = driver_rate;
+    rows
+}

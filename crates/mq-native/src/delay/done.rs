@@ -1,0 +1,112 @@
+//! The set of delivered delay sequence numbers: a bitmap above the lowest
+//! undelivered one, so memory is one bit per pending delay.
+
+use std::collections::VecDeque;
+
+/// Delivered delays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DoneSet {
+    /// Every seq below is done; a multiple of 64.
+    base: u64,
+    /// Bit `i` of word `w` is seq `base + 64 w + i`.
+    words: VecDeque<u64>,
+}
+
+impl DoneSet {
+    /// From a checkpoint.
+    pub fn from_words(base: u64, words: Vec<u64>) -> Self {
+        let mut set = DoneSet {
+            base: base & !63,
+            words: words.into(),
+        };
+        if base & 63 != 0 && set.words.is_empty() {
+            set.words.push_back((1u64 << (base & 63)) - 1);
+        }
+        set.compact();
+        set
+    }
+
+    /// For a checkpoint: `(base, words)`.
+    pub fn to_words(&self) -> (u64, Vec<u64>) {
+        (self.base, self.words.iter().copied().collect())
+    }
+
+    /// The lowest seq not done.
+    pub fn committed(&self) -> u64 {
+        self.base
+            + self
+                .words
+                .front()
+                .map_or(0, |w| u64::from(w.trailing_ones()))
+    }
+
+    /// Whether `seq` is done.
+    pub fn contains(&self, seq: u64) -> bool {
+        if seq < self.base {
+            return true;
+        }
+        let i = seq - self.base;
+        self.words
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Marks `seq` done.
+    pub fn insert(&mut self, seq: u64) {
+        if seq < self.base {
+            return;
+        }
+        let i = seq - self.base;
+        let w = (i / 64) as usize;
+        if self.words.len() <= w {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (i % 64);
+        self.compact();
+    }
+
+    /// Marks `seq` not done again (undoing a failed append).
+    pub fn remove(&mut self, seq: u64) {
+        while seq < self.base {
+            self.words.push_front(u64::MAX);
+            self.base -= 64;
+        }
+        let i = seq - self.base;
+        if let Some(w) = self.words.get_mut((i / 64) as usize) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    fn compact(&mut self) {
+        while self.words.front() == Some(&u64::MAX) {
+            self.words.pop_front();
+            self.base += 64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_moves_over_done_prefix() {
+        let mut d = DoneSet::default();
+        for s in [1, 2, 70] {
+            d.insert(s);
+        }
+        assert_eq!(d.committed(), 0);
+        d.insert(0);
+        assert_eq!(d.committed(), 3);
+        for s in 3..70 {
+            d.insert(s);
+        }
+        assert_eq!(d.committed(), 71);
+        assert!(d.contains(5) && !d.contains(71));
+        d.remove(5);
+        assert!(!d.contains(5));
+        assert_eq!(d.committed(), 5);
+        let (b, w) = d.to_words();
+        assert_eq!(DoneSet::from_words(b, w), d);
+    }
+}

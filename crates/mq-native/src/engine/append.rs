@@ -1,0 +1,302 @@
+//! Appending: offsets, delays and idempotency keys are assigned and the
+//! batches encoded under the writer lock; the caller then waits for the
+//! flusher to make them durable.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mq_core::{Error, Message, Receipt, Result};
+use tokio::sync::oneshot;
+
+use super::topics::Topic;
+use super::writer::Effect;
+use super::Engine;
+use crate::dedup::DedupEntry;
+use crate::log::batch::{self, BatchWriter, Placement};
+use crate::log::index::Entry;
+
+/// Batches of a non-atomic append are cut near this size so readers and
+/// recovery handle bounded chunks.
+const TARGET_BATCH: usize = 1024 * 1024;
+
+/// Something to append.
+pub enum Item {
+    /// A message for `topic`/`partition`.
+    Message {
+        /// Destination topic.
+        topic: Arc<Topic>,
+        /// Destination partition.
+        partition: u32,
+        /// The message (a due time in the future makes it a delayed record).
+        message: Message,
+        /// Whether its idempotency key is checked and recorded.
+        dedup: bool,
+    },
+    /// Delayed message `seq` was delivered (always appended with it).
+    DelayDone(u64),
+}
+
+/// The outcome of an append.
+pub struct Appended {
+    /// A receipt per message item, in order.
+    pub receipts: Vec<Receipt>,
+    /// Resolves once everything is durable; `None` when nothing needs waiting for.
+    pub wait: Option<oneshot::Receiver<Result<()>>>,
+}
+
+struct Open {
+    writer: BatchWriter,
+    position: u64,
+    touched: Vec<(Arc<Topic>, u32)>,
+    /// The (topic id, partition) of the batch's first message.
+    partition: Option<(u32, u32)>,
+}
+
+impl Engine {
+    /// Appends `items`; with `atomic` they form one batch (all or nothing).
+    pub fn append(&self, items: Vec<Item>, atomic: bool) -> Result<Appended> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let now_ms = now / 1000;
+        let size = batch::HEADER_LEN
+            + items
+                .iter()
+                .map(|i| match i {
+                    Item::Message { message, .. } => batch::message_record_len(message, true),
+                    Item::DelayDone(_) => batch::DELAY_DONE_RECORD_LEN,
+                })
+                .sum::<usize>();
+        if atomic {
+            let limit = (self.options.segment_bytes as usize).min(batch::MAX_BATCH_LEN);
+            if size > limit {
+                return Err(Error::TooLarge { size, limit });
+            }
+        }
+        let mut guard = self.writer.lock();
+        if guard.shutdown {
+            return Err(Error::Closed("native engine"));
+        }
+        if let Some(failed) = &guard.failed {
+            return Err(crate::error::backend(failed.clone()));
+        }
+        let w = &mut *guard;
+        let written = w.written;
+        let bytes = &mut w.pending.bytes;
+        // One reservation instead of repeated doubling and copying.
+        bytes.reserve(size + size / TARGET_BATCH * batch::HEADER_LEN);
+        let added_from = bytes.len();
+        // Outside transactions, records are grouped into one batch per
+        // partition (stable order within each), so a consumer of a partition
+        // reads only its own records. Receipts keep the caller's order.
+        let mut receipts: Vec<Option<Receipt>> = vec![None; items.len()];
+        let mut items: Vec<Option<Item>> = items.into_iter().map(Some).collect();
+        let mut order: Vec<usize> = (0..items.len()).collect();
+        if !atomic {
+            order.sort_by_key(|&i| match &items[i] {
+                Some(Item::Message {
+                    topic, partition, ..
+                }) => (topic.id, *partition),
+                _ => (u32::MAX, 0),
+            });
+        }
+        let mut wait_for_duplicate = false;
+        let mut dedup = None;
+        let mut delay = None;
+        let mut open: Option<Open> = None;
+        for i in order {
+            let Some(item) = items[i].take() else {
+                continue;
+            };
+            let part_key = match &item {
+                Item::Message {
+                    topic, partition, ..
+                } => Some((topic.id, *partition)),
+                Item::DelayDone(_) => None,
+            };
+            let rec_len = match &item {
+                Item::Message { message, .. } => batch::message_record_len(message, true),
+                Item::DelayDone(_) => batch::DELAY_DONE_RECORD_LEN,
+            };
+            if let Item::Message {
+                message,
+                dedup: true,
+                ..
+            } = &item
+            {
+                if let Some(key) = message.idempotency_key() {
+                    let d = dedup.get_or_insert_with(|| self.dedup.lock());
+                    if let Some(first) = d.get(key, now_ms) {
+                        wait_for_duplicate |= first.position >= written;
+                        receipts[i] = Some(first.receipt());
+                        continue;
+                    }
+                }
+            }
+            let cut = open.as_ref().is_some_and(|o| {
+                !atomic
+                    && !o.writer.is_empty()
+                    && (o.writer.len(bytes) + rec_len > TARGET_BATCH
+                        || (part_key.is_some() && part_key != o.partition))
+            });
+            if cut {
+                if let Some(o) = open.take() {
+                    self.finish_batch(
+                        o,
+                        bytes,
+                        &mut w.pending.effects,
+                        &mut w.pending.rolls,
+                        &mut w.position,
+                        &mut w.segment_base,
+                    );
+                }
+            }
+            let o = open.get_or_insert_with(|| Open {
+                writer: BatchWriter::begin(bytes, now),
+                position: w.position,
+                touched: Vec::new(),
+                partition: None,
+            });
+            if o.partition.is_none() {
+                o.partition = part_key;
+            }
+            match item {
+                Item::DelayDone(seq) => {
+                    o.writer.delay_done(bytes, seq);
+                    delay
+                        .get_or_insert_with(|| self.delay.lock())
+                        .mark_done(seq, o.position);
+                }
+                Item::Message {
+                    topic,
+                    partition,
+                    message,
+                    dedup: check,
+                } => {
+                    let id = message.id().unwrap_or_default();
+                    let due = message
+                        .deliver_at()
+                        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                        .map(|d| d.as_micros() as u64)
+                        .filter(|due| *due > now);
+                    let (place, offset) = match due {
+                        Some(due) => {
+                            let seq = delay
+                                .get_or_insert_with(|| self.delay.lock())
+                                .add(due, o.position);
+                            w.pending.effects.push(Effect::Delay { seq, due_us: due });
+                            (
+                                Placement {
+                                    topic: topic.id,
+                                    partition,
+                                    offset: seq,
+                                    deliver_at_us: Some(due),
+                                },
+                                None,
+                            )
+                        }
+                        None => {
+                            let part = &topic.partitions[partition as usize];
+                            let offset = part.next.load(Ordering::Acquire);
+                            part.next.store(offset + 1, Ordering::Release);
+                            if !o
+                                .touched
+                                .iter()
+                                .any(|(t, p)| Arc::ptr_eq(t, &topic) && *p == partition)
+                            {
+                                part.index.lock().push(Entry {
+                                    key: offset,
+                                    position: o.position,
+                                });
+                                o.touched.push((topic.clone(), partition));
+                            }
+                            (
+                                Placement {
+                                    topic: topic.id,
+                                    partition,
+                                    offset,
+                                    deliver_at_us: None,
+                                },
+                                Some(offset),
+                            )
+                        }
+                    };
+                    o.writer.message(bytes, place, &message);
+                    if check {
+                        if let Some(key) = message.idempotency_key() {
+                            dedup.get_or_insert_with(|| self.dedup.lock()).insert(
+                                Arc::from(key),
+                                DedupEntry {
+                                    id,
+                                    topic: topic.name.clone(),
+                                    partition,
+                                    offset,
+                                    at_ms: now_ms,
+                                    position: o.position,
+                                },
+                            );
+                        }
+                    }
+                    receipts[i] = Some(Receipt::new(id, topic.name.clone(), partition, offset));
+                }
+            }
+        }
+        if let Some(o) = open.take() {
+            self.finish_batch(
+                o,
+                bytes,
+                &mut w.pending.effects,
+                &mut w.pending.rolls,
+                &mut w.position,
+                &mut w.segment_base,
+            );
+        }
+        drop(dedup);
+        drop(delay);
+        let receipts: Vec<Receipt> = receipts.into_iter().flatten().collect();
+        let added = bytes.len() > added_from;
+        if !added && !wait_for_duplicate {
+            return Ok(Appended {
+                receipts,
+                wait: None,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        w.pending.waiters.push(tx);
+        drop(guard);
+        self.work.notify_one();
+        Ok(Appended {
+            receipts,
+            wait: Some(rx),
+        })
+    }
+
+    fn finish_batch(
+        &self,
+        open: Open,
+        bytes: &mut [u8],
+        effects: &mut Vec<Effect>,
+        rolls: &mut Vec<u64>,
+        position: &mut u64,
+        segment_base: &mut u64,
+    ) {
+        let len = open.writer.finish(bytes) as u64;
+        let at = open.position;
+        if at > *segment_base && at + len - *segment_base > self.options.segment_bytes {
+            rolls.push(at);
+            *segment_base = at;
+        }
+        *position = at + len;
+        for (topic, partition) in open.touched {
+            let end = topic.partitions[partition as usize]
+                .next
+                .load(Ordering::Acquire);
+            effects.push(Effect::Visible {
+                topic,
+                partition,
+                end,
+            });
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The housekeeping thread: promotes due delays, writes checkpoints and
+//! applies retention.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use mq_core::Result;
+
+use super::append::Item;
+use super::{now_us, Engine};
+use crate::error::{corrupt, io_error};
+use crate::log::batch::{self, Record};
+use crate::log::LogReader;
+
+/// Delays promoted per batch (one atomic append each).
+const PROMOTE_BATCH: usize = 512;
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(5);
+
+impl Engine {
+    pub(super) fn run_housekeeper(self: Arc<Self>) {
+        let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+        let mut next_retention = Instant::now() + RETENTION_EVERY;
+        let mut reader = LogReader::default();
+        loop {
+            if self.writer.lock().shutdown {
+                return;
+            }
+            if let Err(e) = self.promote_due(&mut reader) {
+                tracing::warn!(error = %e, "native engine: promoting due delays failed; retrying");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let now = Instant::now();
+            if now >= next_checkpoint {
+                if let Err(e) = self.checkpoint() {
+                    tracing::warn!(error = %e, "native engine: checkpoint failed");
+                }
+                next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+            }
+            if now >= next_retention {
+                if let Err(e) = self.enforce_retention() {
+                    tracing::warn!(error = %e, "native engine: retention failed");
+                }
+                next_retention = Instant::now() + RETENTION_EVERY;
+            }
+            let mut wake_at = next_checkpoint.min(next_retention);
+            {
+                let delay = self.delay.lock();
+                if let Some(due) = delay.wheel.next_due_us() {
+                    let wait = Duration::from_micros(due.saturating_sub(now_us()));
+                    wake_at = wake_at.min(Instant::now() + wait);
+                }
+            }
+            let mut woken = self.house.lock();
+            if !*woken {
+                self.house_cv.wait_until(&mut woken, wake_at);
+            }
+            *woken = false;
+        }
+    }
+
+    /// Appends every due delayed message to its topic, each in one batch
+    /// with its delay-done record.
+    fn promote_due(&self, reader: &mut LogReader) -> Result<()> {
+        loop {
+            let due = {
+                let mut delay = self.delay.lock();
+                if delay.wheel.needs_refill() {
+                    let window = delay.wheel.begin_refill();
+                    delay
+                        .load_wheel(Some(window))
+                        .map_err(|e| io_error("loading pending delays", e))?;
+                }
+                let mut due = delay.wheel.advance(now_us());
+                due.retain(|seq| !delay.done.contains(*seq));
+                due.sort_unstable();
+                due
+            };
+            if due.is_empty() {
+                return Ok(());
+            }
+            for chunk in due.chunks(PROMOTE_BATCH) {
+                if let Err(e) = self.promote(chunk, reader) {
+                    // Put them back: they are retried on the next round.
+                    let mut delay = self.delay.lock();
+                    let now = now_us();
+                    for seq in chunk {
+                        delay.wheel.insert(now, *seq);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    fn promote(&self, seqs: &[u64], reader: &mut LogReader) -> Result<()> {
+        let mut items = Vec::with_capacity(seqs.len() * 2);
+        for &seq in seqs {
+            let entry = self
+                .delay
+                .lock()
+                .index
+                .get(seq)
+                .map_err(|e| io_error("reading the delay index", e))?;
+            let Some(entry) = entry else { continue };
+            let bytes = reader.batch_at(&self.log, entry.position)?;
+            let parsed = batch::parse_checked(&bytes)
+                .map_err(|e| corrupt(Path::new("log"), entry.position, e))?;
+            let mut found = None;
+            for record in parsed.records() {
+                if let Record::Message(m) =
+                    record.map_err(|e| corrupt(Path::new("log"), entry.position, e))?
+                {
+                    if m.deliver_at_us.is_some() && m.offset == seq {
+                        found = Some(m);
+                        break;
+                    }
+                }
+            }
+            let Some(m) = found else {
+                return Err(corrupt(
+                    Path::new("log"),
+                    entry.position,
+                    format!("delayed message {seq} is not in its batch"),
+                ));
+            };
+            let topic = self.topics.read().by_id(m.topic);
+            if let Some(topic) = topic.filter(|t| (m.partition as usize) < t.partitions.len()) {
+                let message = m
+                    .to_message(topic.name.clone(), &bytes)
+                    .map_err(|e| corrupt(Path::new("log"), entry.position, e))?;
+                items.push(Item::Message {
+                    topic,
+                    partition: m.partition,
+                    message,
+                    dedup: false,
+                });
+            }
+            items.push(Item::DelayDone(seq));
+        }
+        let appended = self.append(items, true)?;
+        if let Some(wait) = appended.wait {
+            wait.blocking_recv()
+                .map_err(|_| mq_core::Error::Closed("native engine"))??;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments past the retention age or size. Never the
+    /// active segment, nor one the last checkpoint does not cover, nor one
+    /// holding a pending delay.
+    pub fn enforce_retention(&self) -> Result<()> {
+        if self.options.retention.is_none() && self.options.retention_bytes.is_none() {
+            return Ok(());
+        }
+        let segments = self.log.all();
+        if segments.len() < 2 {
+            return Ok(());
+        }
+        let covered = self.checkpoint_position.load(Ordering::Acquire);
+        let pinned = {
+            let delay = self.delay.lock();
+            let committed = delay.done.committed();
+            delay
+                .index
+                .get(committed)
+                .ok()
+                .flatten()
+                .map_or(u64::MAX, |e| e.position)
+        };
+        let mut total: u64 = segments.iter().map(|s| s.len().unwrap_or(0)).sum();
+        let now = SystemTime::now();
+        let mut removed = false;
+        for pair in segments.windows(2) {
+            let (seg, next) = (&pair[0], &pair[1]);
+            if next.base > covered || next.base > pinned {
+                break;
+            }
+            let too_old = self.options.retention.is_some_and(|age| {
+                seg.modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|a| a > age)
+            });
+            let too_big = self.options.retention_bytes.is_some_and(|max| total > max);
+            if !too_old && !too_big {
+                break;
+            }
+            let len = seg.len().unwrap_or(0);
+            self.log
+                .remove(seg.base)
+                .map_err(|e| io_error(format!("deleting {}", seg.path.display()), e))?;
+            total = total.saturating_sub(len);
+            removed = true;
+        }
+        if removed {
+            let log_start = self.log.first().map_or(0, |s| s.base);
+            for t in self.topics.read().all() {
+                for part in &t.partitions {
+                    let index = part.index.lock();
+                    let start = super::open::first_offset_at(&index, log_start)
+                        .map_err(|e| io_error("reading an index", e))?
+                        .unwrap_or_else(|| part.next.load(Ordering::Acquire));
+                    part.start.fetch_max(start, Ordering::AcqRel);
+                }
+            }
+        }
+        Ok(())
+    }
+}

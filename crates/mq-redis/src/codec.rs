@@ -8,13 +8,15 @@
 //! as well: fields it has that mq does not know become headers, and its id
 //! is derived from the entry id so redeliveries keep it.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use mq_core::driver::{AckToken, RawDelivery};
 use mq_core::{Headers, Message, MessageId};
-use redis::Value;
+use redis::{RedisWrite, Value};
+use uuid::Uuid;
 
 use crate::error::unexpected;
 
@@ -24,29 +26,55 @@ pub(crate) const F_IDEMPOTENCY: &str = "x";
 pub(crate) const F_PAYLOAD: &str = "p";
 const HEADER_PREFIX: &str = "h:";
 
-/// The entry fields of `message`, as flat name/value pairs for XADD.
-pub(crate) fn fields(message: &Message, id: MessageId) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(4 + 2 * message.headers().len() + 2);
-    out.push(F_ID.as_bytes().to_vec());
-    out.push(id.to_string().into_bytes());
+/// Writes the entry fields of `message`, as flat name/value pairs, straight
+/// into a command (or a script's argument list): no intermediate buffers,
+/// as this runs for every message sent.
+pub(crate) fn write_fields(out: &mut impl RedisWrite, message: &Message, id: MessageId) {
+    out.write_arg(F_ID.as_bytes());
+    out.write_arg(
+        id.as_uuid()
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer())
+            .as_bytes(),
+    );
     if let Some(key) = message.key() {
-        out.push(F_KEY.as_bytes().to_vec());
-        out.push(key.as_bytes().to_vec());
+        out.write_arg(F_KEY.as_bytes());
+        out.write_arg(key.as_bytes());
     }
     if let Some(key) = message.idempotency_key() {
-        out.push(F_IDEMPOTENCY.as_bytes().to_vec());
-        out.push(key.as_bytes().to_vec());
+        out.write_arg(F_IDEMPOTENCY.as_bytes());
+        out.write_arg(key.as_bytes());
     }
     for (name, value) in message.headers().iter() {
-        let mut field = Vec::with_capacity(HEADER_PREFIX.len() + name.len());
-        field.extend_from_slice(HEADER_PREFIX.as_bytes());
-        field.extend_from_slice(name.as_bytes());
-        out.push(field);
-        out.push(value.as_bytes().to_vec());
+        {
+            let mut field = out.writer_for_next_arg();
+            // Writing into memory cannot fail.
+            let _ = field.write_all(HEADER_PREFIX.as_bytes());
+            let _ = field.write_all(name.as_bytes());
+        }
+        out.write_arg(value.as_bytes());
     }
-    out.push(F_PAYLOAD.as_bytes().to_vec());
-    out.push(message.payload().to_vec());
-    out
+    out.write_arg(F_PAYLOAD.as_bytes());
+    out.write_arg(message.payload());
+}
+
+/// How many arguments, and about how many bytes, [`write_fields`] writes:
+/// to size a command's buffers once.
+pub(crate) fn fields_size(message: &Message) -> (usize, usize) {
+    let headers = message.headers();
+    let key = message.key().map(str::len);
+    let idempotency = message.idempotency_key().map(str::len);
+    let args =
+        4 + 2 * (usize::from(key.is_some()) + usize::from(idempotency.is_some()) + headers.len());
+    // One-letter names, the 36-character id, `h:` per header, and the values.
+    let bytes = 4
+        + 36
+        + message.payload().len()
+        + key.map_or(0, |k| 1 + k)
+        + idempotency.map_or(0, |k| 1 + k)
+        + headers.encoded_len()
+        + 2 * headers.len();
+    (args, bytes)
 }
 
 /// A stream entry id, `<ms>-<seq>`.
@@ -58,11 +86,10 @@ pub(crate) struct EntryId {
 
 impl EntryId {
     pub(crate) fn parse(text: &[u8]) -> Option<Self> {
-        let text = std::str::from_utf8(text).ok()?;
-        let (ms, seq) = text.split_once('-')?;
+        let dash = text.iter().position(|&b| b == b'-')?;
         Some(EntryId {
-            ms: ms.parse().ok()?,
-            seq: seq.parse().ok()?,
+            ms: decimal(&text[..dash])?,
+            seq: decimal(&text[dash + 1..])?,
         })
     }
 
@@ -72,6 +99,59 @@ impl EntryId {
             seq: token.tag,
         }
     }
+}
+
+impl redis::ToRedisArgs for EntryId {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        // Formatted in place: acks write one per message.
+        out.write_arg_fmt(self);
+    }
+}
+
+/// A cheap hasher for the sets of entries in flight, which see every
+/// delivery and ack. Entry ids come from Redis, not from whoever might
+/// craft collisions, so SipHash's protection is not needed there.
+pub(crate) type FastHash = std::hash::BuildHasherDefault<FastHasher>;
+
+/// The multiply-rotate hash of FxHash (rustc's), for a few integers.
+#[derive(Default)]
+pub(crate) struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A non-empty run of ASCII digits as a number, `None` on anything else or overflow.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 impl std::fmt::Display for EntryId {
@@ -107,6 +187,24 @@ pub(crate) fn int_of(value: &Value) -> Option<i64> {
     }
 }
 
+/// Bytes of a string-like reply, taken out of it without copying.
+fn into_bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        Value::VerbatimString { text, .. } => Some(text.into_bytes()),
+        _ => None,
+    }
+}
+
+/// Items of an array reply, taken out of it.
+pub(crate) fn into_array(value: Value) -> Option<Vec<Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Some(items),
+        _ => None,
+    }
+}
+
 /// Items of an array reply.
 pub(crate) fn array_of(value: &Value) -> Option<&[Value]> {
     match value {
@@ -121,24 +219,25 @@ pub(crate) struct Origin<'a> {
     pub(crate) partition: u32,
 }
 
-/// Decodes one entry `[id, [field, value, ...]]` into a delivery.
+/// Decodes one entry `[id, [field, value, ...], ...]` into a delivery. The
+/// entry is taken by value so the payload moves into the message uncopied.
 ///
 /// Returns `Ok(None)` for an entry that no longer exists (trimmed while
 /// pending: Redis reports it with nil fields).
 pub(crate) fn delivery(
     origin: &Origin<'_>,
-    entry: &Value,
+    entry: Value,
     delivery_count: u32,
     first_seen: SystemTime,
 ) -> mq_core::Result<Option<RawDelivery>> {
-    let items = array_of(entry).ok_or_else(|| unexpected("a stream read (entry)"))?;
-    let (Some(id), Some(fields)) = (items.first(), items.get(1)) else {
-        return Err(unexpected("a stream read (entry)"));
-    };
-    let id = bytes_of(id)
+    let mut items = into_array(entry)
+        .filter(|items| items.len() >= 2)
+        .ok_or_else(|| unexpected("a stream read (entry)"))?;
+    let fields = items.swap_remove(1);
+    let id = bytes_of(&items[0])
         .and_then(EntryId::parse)
         .ok_or_else(|| unexpected("a stream read (entry id)"))?;
-    let Some(fields) = array_of(fields) else {
+    let Some(fields) = into_array(fields) else {
         return Ok(None);
     };
     let message = decode(origin.topic, id, fields);
@@ -157,40 +256,39 @@ pub(crate) fn delivery(
     }))
 }
 
-fn decode(topic: &Arc<str>, entry: EntryId, fields: &[Value]) -> Message {
+fn decode(topic: &Arc<str>, entry: EntryId, fields: Vec<Value>) -> Message {
     let mut id = None;
     let mut key = None;
     let mut idempotency = None;
     let mut payload = Bytes::new();
     let mut headers = Headers::new();
-    for pair in fields.chunks_exact(2) {
-        let (Some(name), Some(value)) = (bytes_of(&pair[0]), bytes_of(&pair[1])) else {
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        let Some(name) = bytes_of(&name) else {
             continue;
         };
-        let text = || String::from_utf8_lossy(value).into_owned();
+        let Some(value) = into_bytes(value) else {
+            continue;
+        };
         match name {
-            b"i" => {
-                id = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|t| MessageId::parse(t).ok())
-            }
-            b"k" => key = Some(text()),
-            b"x" => idempotency = Some(text()),
-            b"p" => payload = Bytes::copy_from_slice(value),
+            b"i" => id = Uuid::try_parse_ascii(&value).ok().map(MessageId::from_uuid),
+            b"k" => key = Some(shared_text(&value)),
+            b"x" => idempotency = Some(shared_text(&value)),
+            b"p" => payload = Bytes::from(value),
             other => {
                 let name = String::from_utf8_lossy(
                     other
                         .strip_prefix(HEADER_PREFIX.as_bytes())
                         .unwrap_or(other),
                 );
-                headers.insert(name.into_owned(), text());
+                headers.insert(name.into_owned(), into_text(value));
             }
         }
     }
     let id = id.unwrap_or_else(|| {
         // A foreign entry: a stable id from its position, so every
         // redelivery and every group sees the same one.
-        MessageId::from_uuid(uuid::Uuid::from_u64_pair(entry.ms, entry.seq))
+        MessageId::from_uuid(Uuid::from_u64_pair(entry.ms, entry.seq))
     });
     let mut message = Message::new(topic.clone(), payload)
         .with_id(id)
@@ -203,6 +301,16 @@ fn decode(topic: &Arc<str>, entry: EntryId, fields: &[Value]) -> Message {
         message = message.with_idempotency_key(key);
     }
     message
+}
+
+/// Text of a field value, as the message stores it (one allocation).
+fn shared_text(value: &[u8]) -> Arc<str> {
+    Arc::from(String::from_utf8_lossy(value).as_ref())
+}
+
+/// Text of a field value; invalid UTF-8 is replaced, as a foreign writer may send any bytes.
+fn into_text(value: Vec<u8>) -> String {
+    String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -228,7 +336,8 @@ mod tests {
             .with_header("a", "1")
             .with_header("mq-retry-topic", "x")
             .with_idempotency_key("idem");
-        let f = fields(&m, id);
+        let mut f: Vec<Vec<u8>> = Vec::new();
+        write_fields(&mut f, &m, id);
         let entry = Value::Array(vec![
             bulk(b"1700000000000-5"),
             Value::Array(f.iter().map(|b| bulk(b)).collect()),
@@ -238,7 +347,7 @@ mod tests {
             topic: &topic,
             partition: 2,
         };
-        let d = delivery(&origin, &entry, 3, SystemTime::now())
+        let d = delivery(&origin, entry, 3, SystemTime::now())
             .unwrap()
             .unwrap();
         assert_eq!(d.message.id(), Some(id));
@@ -266,19 +375,30 @@ mod tests {
             bulk(b"5-1"),
             Value::Array(vec![bulk(b"temp"), bulk(b"21")]),
         ]);
-        let a = delivery(&origin, &foreign, 1, SystemTime::now())
+        let a = delivery(&origin, foreign.clone(), 1, SystemTime::now())
             .unwrap()
             .unwrap();
-        let b = delivery(&origin, &foreign, 1, SystemTime::now())
+        let b = delivery(&origin, foreign, 1, SystemTime::now())
             .unwrap()
             .unwrap();
         assert_eq!(a.message.id(), b.message.id());
         assert_eq!(a.message.headers().get("temp"), Some("21"));
         let deleted = Value::Array(vec![bulk(b"5-2"), Value::Nil]);
-        assert!(delivery(&origin, &deleted, 1, SystemTime::now())
+        assert!(delivery(&origin, deleted, 1, SystemTime::now())
             .unwrap()
             .is_none());
-        assert!(delivery(&origin, &Value::Int(3), 1, SystemTime::now()).is_err());
+        assert!(delivery(&origin, Value::Int(3), 1, SystemTime::now()).is_err());
         assert_eq!(EntryId::parse(b"12-x"), None);
+        assert_eq!(EntryId::parse(b"12-"), None);
+        assert_eq!(EntryId::parse(b"-3"), None);
+        assert_eq!(EntryId::parse(b"+1-3"), None);
+        assert_eq!(EntryId::parse(b"18446744073709551616-0"), None);
+        assert_eq!(
+            EntryId::parse(b"18446744073709551615-7"),
+            Some(EntryId {
+                ms: u64::MAX,
+                seq: 7
+            })
+        );
     }
 }

@@ -43,9 +43,9 @@ impl RedisDriver {
     /// Connects to the server of a `redis://[user:password@]host:port/db?options`
     /// URL, checks it (version, commands, size limit) and returns the driver.
     ///
-    /// Errors: [`Error::Config`] for a bad URL or option, [`Error::Connection`]
-    /// when the server cannot be reached, [`Error::Rejected`] for a wrong
-    /// user or password, [`Error::Unsupported`] for a server without the
+    /// Errors: [`Error::Config`](mq_core::Error::Config) for a bad URL or option, [`Error::Connection`](mq_core::Error::Connection)
+    /// when the server cannot be reached, [`Error::Rejected`](mq_core::Error::Rejected) for a wrong
+    /// user or password, [`Error::Unsupported`](mq_core::Error::Unsupported) for a server without the
     /// stream commands the driver needs (before Redis 6.2). No error shows
     /// the password.
     pub async fn connect(config: &Config) -> Result<RedisDriver> {

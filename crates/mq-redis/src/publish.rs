@@ -18,7 +18,7 @@ use mq_core::driver::partition_for_key;
 use mq_core::{Message, MessageId, Receipt, Result};
 use redis::{Pipeline, Value};
 
-use crate::codec::{array_of, bytes_of, fields, int_of, millis, text_of};
+use crate::codec::{array_of, bytes_of, fields_size, int_of, millis, text_of, write_fields};
 use crate::connection::Inner;
 use crate::error::{is_transient, map, unexpected};
 use crate::topics::TopicInfo;
@@ -33,8 +33,8 @@ pub(crate) struct Planned {
     pub(crate) id: MessageId,
     pub(crate) topic: Arc<TopicInfo>,
     pub(crate) partition: u32,
-    pub(crate) stream: String,
-    pub(crate) fields: Vec<Vec<u8>>,
+    /// Encoded only when written, straight into the command.
+    pub(crate) message: Message,
     /// Due time in ms, for a message delayed to the future.
     pub(crate) due: Option<u64>,
     /// The idempotency key's Redis key.
@@ -44,6 +44,16 @@ pub(crate) struct Planned {
 impl Planned {
     fn is_plain(&self) -> bool {
         self.due.is_none() && self.once_key.is_none()
+    }
+
+    fn stream(&self) -> &str {
+        &self.topic.streams[self.partition as usize]
+    }
+
+    /// The entry fields, as script arguments after `args`.
+    fn script_args(&self, mut args: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        write_fields(&mut args, &self.message, self.id);
+        args
     }
 }
 
@@ -73,8 +83,7 @@ impl Inner {
                 .map(|k| self.keys.idempotency(&topic.name, k));
             planned.push(Planned {
                 id,
-                stream: topic.streams[partition as usize].clone(),
-                fields: fields(&message, id),
+                message,
                 topic,
                 partition,
                 due,
@@ -88,10 +97,23 @@ impl Inner {
     /// source (inside `MULTI`, where a `NOSCRIPT` could not be retried).
     pub(crate) fn write_command(&self, p: &Planned, now: SystemTime, eval: bool) -> redis::Cmd {
         let trim = p.topic.trim.args(now);
+        if p.is_plain() {
+            // The hot path: one XADD built in place, its buffers sized once.
+            let (fields, bytes) = fields_size(&p.message);
+            let stream = p.stream();
+            let mut cmd = redis::Cmd::with_capacity(8 + fields, 32 + stream.len() + bytes);
+            cmd.arg("XADD").arg(stream);
+            if let Some((strategy, threshold)) = trim {
+                cmd.arg(strategy).arg("~").arg(threshold);
+            }
+            cmd.arg("*");
+            write_fields(&mut cmd, &p.message, p.id);
+            return cmd;
+        }
         let delay_key = self.keys.delayed(&p.topic.name);
         let index = self.keys.delay_index();
         if let Some(once_key) = &p.once_key {
-            let mut args: Vec<Vec<u8>> = vec![
+            let args = p.script_args(vec![
                 self.options
                     .dedup_window
                     .as_millis()
@@ -106,11 +128,10 @@ impl Inner {
                 p.partition.to_string().into_bytes(),
                 trim.as_ref().map_or("", |t| t.0).as_bytes().to_vec(),
                 trim.map(|t| t.1).unwrap_or_default().into_bytes(),
-            ];
-            args.extend(p.fields.iter().cloned());
+            ]);
             let keys = [
                 once_key.as_str(),
-                p.stream.as_str(),
+                p.stream(),
                 delay_key.as_str(),
                 index.as_str(),
             ];
@@ -121,31 +142,20 @@ impl Inner {
                 lua.evalsha(&keys, args)
             };
         }
-        if let Some(due) = p.due {
-            let mut args: Vec<Vec<u8>> = vec![
-                due.to_string().into_bytes(),
-                p.topic.name.as_bytes().to_vec(),
-                p.partition.to_string().into_bytes(),
-            ];
-            args.extend(p.fields.iter().cloned());
-            let keys = [delay_key.as_str(), index.as_str()];
-            let lua = &self.scripts.schedule;
-            return if eval {
-                lua.eval(&keys, args)
-            } else {
-                lua.evalsha(&keys, args)
-            };
+        // Left: a delayed message without an idempotency key.
+        let due = p.due.unwrap_or_default();
+        let args = p.script_args(vec![
+            due.to_string().into_bytes(),
+            p.topic.name.as_bytes().to_vec(),
+            p.partition.to_string().into_bytes(),
+        ]);
+        let keys = [delay_key.as_str(), index.as_str()];
+        let lua = &self.scripts.schedule;
+        if eval {
+            lua.eval(&keys, args)
+        } else {
+            lua.evalsha(&keys, args)
         }
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(&p.stream);
-        if let Some((strategy, threshold)) = trim {
-            cmd.arg(strategy).arg("~").arg(threshold);
-        }
-        cmd.arg("*");
-        for f in &p.fields {
-            cmd.arg(f);
-        }
-        cmd
     }
 
     /// Writes a batch and returns a receipt per message, in order.
@@ -178,7 +188,7 @@ impl Inner {
                     if replies.len() != todo.len() {
                         return Err(unexpected("a publish pipeline"));
                     }
-                    for (&i, reply) in todo.iter().zip(&replies) {
+                    for (&i, reply) in todo.iter().zip(replies) {
                         receipts[i] = Some(receipt(&planned[i], reply)?);
                     }
                     break;
@@ -213,10 +223,7 @@ impl Inner {
         let mut by_stream: HashMap<&str, Vec<usize>> = HashMap::new();
         for &i in todo.iter() {
             if planned[i].is_plain() {
-                by_stream
-                    .entry(planned[i].stream.as_str())
-                    .or_default()
-                    .push(i);
+                by_stream.entry(planned[i].stream()).or_default().push(i);
             }
         }
         let oldest = millis(sent_at.checked_sub(RECOVERY_LOOKBACK).unwrap_or(sent_at));
@@ -257,13 +264,18 @@ impl Inner {
 }
 
 /// The receipt of one write from its reply.
-fn receipt(p: &Planned, reply: &Value) -> Result<Receipt> {
+fn receipt(p: &Planned, reply: Value) -> Result<Receipt> {
     if p.once_key.is_some() {
-        return once_receipt(p, reply);
+        return once_receipt(p, &reply);
     }
     let mut r = Receipt::new(p.id, p.topic.name.clone(), p.partition, None);
     if p.due.is_none() {
-        r.broker_id = Some(text_of(reply).ok_or_else(|| unexpected("XADD"))?);
+        // The entry id's bytes become the receipt's string as they are.
+        let entry = match reply {
+            Value::BulkString(b) => String::from_utf8(b).ok(),
+            other => text_of(&other),
+        };
+        r.broker_id = Some(entry.ok_or_else(|| unexpected("XADD"))?);
     }
     Ok(r)
 }

@@ -43,7 +43,9 @@ use redis::{Pipeline, Value};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::codec::{array_of, bytes_of, delivery, int_of, millis, text_of, EntryId, Origin};
+use crate::codec::{
+    array_of, bytes_of, delivery, int_of, into_array, millis, text_of, EntryId, FastHash, Origin,
+};
 use crate::connection::Inner;
 use crate::error::{map, unexpected};
 use crate::topics::TopicInfo;
@@ -64,8 +66,9 @@ struct State {
     assigned: HashSet<Slot>,
     /// Partitions whose lock this member holds.
     owned: HashSet<Slot>,
-    /// Deliveries read and not yet settled, per partition.
-    in_flight: HashMap<Slot, HashSet<EntryId>>,
+    /// Deliveries read and not yet settled, per partition (touched for
+    /// every delivery and ack, hence the cheap hasher).
+    in_flight: HashMap<Slot, HashSet<EntryId, FastHash>, FastHash>,
     /// Set when a read failed: its reply may have been lost after Redis
     /// delivered the entries, which then sit pending under this member
     /// unknown to it, and must be claimed again.
@@ -212,8 +215,8 @@ impl Member {
         self.inner.options.claim_idle.as_millis() as u64
     }
 
-    fn stream(&self, slot: Slot) -> String {
-        self.topics[slot.0].streams[slot.1 as usize].clone()
+    fn stream(&self, slot: Slot) -> &str {
+        &self.topics[slot.0].streams[slot.1 as usize]
     }
 
     fn topic_index(&self, topic: &str) -> Option<usize> {
@@ -480,7 +483,7 @@ impl Member {
         let reply: Value = self
             .inner
             .retrying("reclaim pending messages", |mut c| {
-                let mut inv = self.inner.scripts.claim.script.key(&stream);
+                let mut inv = self.inner.scripts.claim.script.key(stream);
                 inv.arg(&args);
                 async move { inv.invoke_async(&mut c).await }
             })
@@ -492,15 +495,15 @@ impl Member {
         };
         let now = SystemTime::now();
         let mut out = Vec::new();
-        for item in array_of(&reply).ok_or_else(|| unexpected("a claim"))? {
-            let parts = array_of(item).ok_or_else(|| unexpected("a claim"))?;
-            let count = parts
+        for item in into_array(reply).ok_or_else(|| unexpected("a claim"))? {
+            // {entry id, fields, delivery count}
+            let count = array_of(&item)
+                .ok_or_else(|| unexpected("a claim"))?
                 .get(2)
                 .and_then(int_of)
                 .unwrap_or(1)
                 .clamp(1, i64::from(u32::MAX)) as u32;
-            let entry = Value::Array(parts.iter().take(2).cloned().collect());
-            if let Some(d) = delivery(&origin, &entry, count, now)? {
+            if let Some(d) = delivery(&origin, item, count, now)? {
                 out.push(d);
             }
         }
@@ -550,7 +553,7 @@ impl Member {
                 .inner
                 .retrying("look for lost deliveries", |mut c| {
                     let mut cmd = redis::cmd("XPENDING");
-                    cmd.arg(&stream)
+                    cmd.arg(stream)
                         .arg(&self.group)
                         .arg("-")
                         .arg("+")
@@ -655,7 +658,7 @@ impl Member {
         block: Duration,
     ) -> Result<Vec<RawDelivery>> {
         self.connect_reader().await?;
-        let streams: Vec<String> = slots.iter().map(|s| self.stream(*s)).collect();
+        let streams: Vec<&str> = slots.iter().map(|s| self.stream(*s)).collect();
         // COUNT is per stream: split `max` so one read stays near it.
         let count = (max / slots.len()).max(1);
         let mut cmd = redis::cmd("XREADGROUP");
@@ -690,8 +693,11 @@ impl Member {
         };
         let now = SystemTime::now();
         let mut out = Vec::new();
-        for (key, entries) in stream_replies(&reply)? {
-            let Some(i) = streams.iter().position(|s| s.as_bytes() == key) else {
+        for (key, entries) in stream_replies(reply)? {
+            let Some(i) = streams
+                .iter()
+                .position(|s| Some(s.as_bytes()) == bytes_of(&key))
+            else {
                 continue;
             };
             let slot = slots[i];
@@ -871,33 +877,31 @@ fn pairs(v: &Value) -> Vec<(&Value, &Value)> {
 }
 
 /// The (stream key, entries) of an `XREADGROUP` reply; nil means none.
-fn stream_replies(reply: &Value) -> Result<Vec<(&[u8], &[Value])>> {
-    match reply {
-        Value::Nil => Ok(Vec::new()),
-        Value::Map(items) => items
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    bytes_of(k).ok_or_else(|| unexpected("XREADGROUP"))?,
-                    array_of(v).ok_or_else(|| unexpected("XREADGROUP"))?,
-                ))
-            })
-            .collect(),
-        other => array_of(other)
-            .ok_or_else(|| unexpected("XREADGROUP"))?
-            .iter()
+/// Taken by value, so the entries' payloads move on uncopied.
+fn stream_replies(reply: Value) -> Result<Vec<(Value, Vec<Value>)>> {
+    let bad = || unexpected("XREADGROUP");
+    let streams = match reply {
+        Value::Nil => return Ok(Vec::new()),
+        Value::Map(streams) => streams,
+        other => into_array(other)
+            .ok_or_else(bad)?
+            .into_iter()
             .map(|s| {
-                let parts = array_of(s).ok_or_else(|| unexpected("XREADGROUP"))?;
-                match (
-                    parts.first().and_then(bytes_of),
-                    parts.get(1).and_then(array_of),
-                ) {
-                    (Some(k), Some(e)) => Ok((k, e)),
-                    _ => Err(unexpected("XREADGROUP")),
-                }
+                let mut parts = into_array(s).filter(|p| p.len() >= 2).ok_or_else(bad)?;
+                let entries = parts.swap_remove(1);
+                Ok((parts.swap_remove(0), entries))
             })
-            .collect(),
-    }
+            .collect::<Result<_>>()?,
+    };
+    streams
+        .into_iter()
+        .map(
+            |(key, entries)| match (bytes_of(&key), into_array(entries)) {
+                (Some(_), Some(entries)) => Ok((key, entries)),
+                _ => Err(bad()),
+            },
+        )
+        .collect()
 }
 
 #[async_trait]
@@ -939,27 +943,39 @@ impl DriverSubscription for RedisSubscription {
             return Ok(());
         }
         let m = &self.member;
-        let mut by_stream: HashMap<String, Vec<String>> = HashMap::new();
+        // One XACK per stream (a batch spans a few), the entry ids written
+        // straight into it.
+        let mut acks: Vec<(&AckToken, redis::Cmd)> = Vec::new();
         for t in &tokens {
-            let stream = match m.topic_index(&t.topic) {
-                Some(i) if t.partition < m.topics[i].partitions => {
-                    m.topics[i].streams[t.partition as usize].clone()
-                }
-                _ => m.inner.keys.stream(&t.topic, t.partition),
+            let same_stream = |(first, _): &(&AckToken, _)| {
+                first.partition == t.partition && first.topic == t.topic
             };
-            by_stream
-                .entry(stream)
-                .or_default()
-                .push(EntryId::from_token(t).to_string());
+            let at = match acks.iter().position(same_stream) {
+                Some(at) => at,
+                None => {
+                    let mut cmd = redis::cmd("XACK");
+                    match m.topic_index(&t.topic) {
+                        Some(i) if t.partition < m.topics[i].partitions => {
+                            cmd.arg(&m.topics[i].streams[t.partition as usize])
+                        }
+                        _ => cmd.arg(m.inner.keys.stream(&t.topic, t.partition)),
+                    };
+                    cmd.arg(&m.group);
+                    acks.push((t, cmd));
+                    acks.len() - 1
+                }
+            };
+            acks[at].1.arg(EntryId::from_token(t));
+        }
+        let mut pipe = Pipeline::with_capacity(acks.len());
+        for (_, cmd) in acks {
+            pipe.add_command(cmd).ignore();
         }
         // XACK is idempotent, so it is simply repeated through a reconnect.
+        let pipe = &pipe;
         m.inner
-            .retrying("ack", |mut c| {
-                let mut pipe = Pipeline::with_capacity(by_stream.len());
-                for (stream, ids) in &by_stream {
-                    pipe.cmd("XACK").arg(stream).arg(&m.group).arg(ids).ignore();
-                }
-                async move { pipe.query_async::<()>(&mut c).await }
+            .retrying("ack", |mut c| async move {
+                pipe.query_async::<()>(&mut c).await
             })
             .await?;
         let release = {

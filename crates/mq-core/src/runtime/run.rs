@@ -32,9 +32,6 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
     in_flight: AtomicUsize,
-    /// Settled deliveries whose prefetch slots are not yet free, because
-    /// their acks may still sit in the settler's buffer.
-    settled_unreleased: AtomicUsize,
 }
 
 impl Shared {
@@ -49,7 +46,6 @@ impl Shared {
             settings,
             stop,
             in_flight: AtomicUsize::new(0),
-            settled_unreleased: AtomicUsize::new(0),
         })
     }
 
@@ -57,17 +53,13 @@ impl Shared {
     /// freed once its ack has reached the broker, so the bound holds at the
     /// broker too; buffered acks are flushed when the consumer goes idle.
     pub(crate) async fn finished(&self, count: usize) {
-        self.settled_unreleased.fetch_add(count, Ordering::AcqRel);
         let idle = self.in_flight.fetch_sub(count, Ordering::AcqRel) == count;
         if idle {
             if let Err(error) = self.settler.flush().await {
                 tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
             }
         }
-        if !self.settler.has_pending_acks() {
-            let free = self.settled_unreleased.swap(0, Ordering::AcqRel);
-            self.permits.add_permits(free);
-        }
+        self.permits.add_permits(self.settler.releasable(count));
     }
 
     /// Waits for `stop`, or for a pause to pass; true when stopping.

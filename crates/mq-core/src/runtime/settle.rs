@@ -31,6 +31,23 @@ pub enum DeadLetter {
 /// Acks are buffered and sent in batches of up to this many.
 const MAX_ACK_BATCH: usize = 256;
 
+/// Acks waiting to be sent, and the settled deliveries whose prefetch
+/// slots are still held for them.
+#[derive(Default)]
+struct AckBuffer {
+    tokens: Vec<AckToken>,
+    /// Acks taken from `tokens` and not yet answered by the broker.
+    sending: usize,
+    settled_unreleased: usize,
+}
+
+impl AckBuffer {
+    fn take_for_sending(&mut self) -> Vec<AckToken> {
+        self.sending += self.tokens.len();
+        std::mem::take(&mut self.tokens)
+    }
+}
+
 /// Settles deliveries of one subscription.
 pub(crate) struct Settler {
     pub(crate) client: Client,
@@ -38,7 +55,7 @@ pub(crate) struct Settler {
     pub(crate) group: Arc<str>,
     pub(crate) policy: RetryPolicy,
     pub(crate) dead_letter: DeadLetter,
-    pending_acks: Mutex<Vec<AckToken>>,
+    pending_acks: Mutex<AckBuffer>,
     /// Stream mode: deliveries handed out and not yet settled, bounded by `prefetch`.
     unsettled: AtomicUsize,
     prefetch: usize,
@@ -63,7 +80,7 @@ impl Settler {
             group,
             policy,
             dead_letter,
-            pending_acks: Mutex::new(Vec::new()),
+            pending_acks: Mutex::new(AckBuffer::default()),
             unsettled: AtomicUsize::new(0),
             prefetch,
             room: Notify::new(),
@@ -106,27 +123,43 @@ impl Settler {
     pub(crate) async fn ack_buffered(&self, delivery: &Delivery) -> Result<()> {
         let full = {
             let mut acks = self.pending_acks.lock();
-            acks.push(delivery.token.clone());
-            (acks.len() >= self.ack_batch).then(|| std::mem::take(&mut *acks))
+            acks.tokens.push(delivery.token.clone());
+            (acks.tokens.len() >= self.ack_batch).then(|| acks.take_for_sending())
         };
         match full {
-            Some(tokens) => self.subscription.ack(tokens).await,
+            Some(tokens) => self.send_acks(tokens).await,
             None => Ok(()),
         }
     }
 
-    /// Whether acks are waiting in the buffer.
-    pub(crate) fn has_pending_acks(&self) -> bool {
-        !self.pending_acks.lock().is_empty()
+    /// Sends taken acks; until the broker answered they still hold their slots.
+    async fn send_acks(&self, tokens: Vec<AckToken>) -> Result<()> {
+        let count = tokens.len();
+        let result = self.subscription.ack(tokens).await;
+        self.pending_acks.lock().sending -= count;
+        result
+    }
+
+    /// Records that `count` deliveries were settled and returns how many
+    /// prefetch slots may be freed now: settled deliveries whose acks are no
+    /// longer waiting in the buffer. So the slots held always equal the
+    /// deliveries the broker still sees unacked.
+    pub(crate) fn releasable(&self, count: usize) -> usize {
+        let mut acks = self.pending_acks.lock();
+        acks.settled_unreleased += count;
+        let waiting = acks.tokens.len() + acks.sending;
+        let free = acks.settled_unreleased.saturating_sub(waiting);
+        acks.settled_unreleased -= free;
+        free
     }
 
     /// Sends queued acks.
     pub(crate) async fn flush(&self) -> Result<()> {
-        let tokens = std::mem::take(&mut *self.pending_acks.lock());
+        let tokens = self.pending_acks.lock().take_for_sending();
         if tokens.is_empty() {
             return Ok(());
         }
-        self.subscription.ack(tokens).await
+        self.send_acks(tokens).await
     }
 
     /// Schedules another attempt after `after`, or dead-letters when the

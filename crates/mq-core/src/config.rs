@@ -207,6 +207,19 @@ impl OptionReader {
         }
     }
 
+    /// Takes an option, or `default` when it is absent.
+    pub fn take_or<T: FromStr>(&mut self, name: &str, default: T) -> Result<T>
+    where
+        T::Err: fmt::Display,
+    {
+        Ok(self.take(name)?.unwrap_or(default))
+    }
+
+    /// Takes a duration option, or `default` when it is absent.
+    pub fn take_duration_or(&mut self, name: &str, default: Duration) -> Result<Duration> {
+        Ok(self.take_duration(name)?.unwrap_or(default))
+    }
+
     /// Takes an option holding a duration such as `250ms`, `5s`, `2m`, `1h`.
     pub fn take_duration(&mut self, name: &str) -> Result<Option<Duration>> {
         match self.remaining.remove(name) {

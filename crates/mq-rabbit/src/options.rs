@@ -50,15 +50,13 @@ impl Options {
     pub(crate) fn from_config(config: &Config) -> Result<Self> {
         let defaults = Options::default();
         let mut reader = config.reader();
-        let shards = reader.take::<u32>("shards")?.unwrap_or(defaults.shards);
+        let shards = reader.take_or("shards", defaults.shards)?;
         if shards == 0 || shards > MAX_SHARDS || !shards.is_power_of_two() {
             return Err(Error::Config(format!(
                 "option shards={shards} is invalid: use a power of two from 1 to {MAX_SHARDS}"
             )));
         }
-        let delivery_limit = reader
-            .take::<u32>("delivery_limit")?
-            .unwrap_or(defaults.delivery_limit);
+        let delivery_limit = reader.take_or("delivery_limit", defaults.delivery_limit)?;
         if delivery_limit == 0 {
             return Err(Error::Config(
                 "option delivery_limit=0 is invalid: use at least 1".into(),
@@ -67,25 +65,16 @@ impl Options {
         let options = Options {
             shards,
             delivery_limit,
-            max_message_bytes: reader
-                .take("max_message_bytes")?
-                .unwrap_or(defaults.max_message_bytes),
+            max_message_bytes: reader.take_or("max_message_bytes", defaults.max_message_bytes)?,
             publish_timeout: reader
-                .take_duration("publish_timeout")?
-                .unwrap_or(defaults.publish_timeout),
+                .take_duration_or("publish_timeout", defaults.publish_timeout)?,
             connect_timeout: reader
-                .take_duration("connect_timeout")?
-                .unwrap_or(defaults.connect_timeout),
-            max_backoff: reader
-                .take_duration("max_backoff")?
-                .unwrap_or(defaults.max_backoff),
+                .take_duration_or("connect_timeout", defaults.connect_timeout)?,
+            max_backoff: reader.take_duration_or("max_backoff", defaults.max_backoff)?,
             member_heartbeat: reader
-                .take_duration("member_heartbeat")?
-                .unwrap_or(defaults.member_heartbeat)
+                .take_duration_or("member_heartbeat", defaults.member_heartbeat)?
                 .max(Duration::from_millis(50)),
-            delete_on_close: reader
-                .take::<bool>("delete_on_close")?
-                .unwrap_or(defaults.delete_on_close),
+            delete_on_close: reader.take_or("delete_on_close", defaults.delete_on_close)?,
         };
         reader.finish()?;
         Ok(options)

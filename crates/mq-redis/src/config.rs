@@ -69,27 +69,17 @@ impl RedisOptions {
         let defaults = RedisOptions::default();
         let mut r = config.reader();
         let options = RedisOptions {
-            partitions: r.take("partitions")?.unwrap_or(defaults.partitions),
-            block: r.take_duration("block")?.unwrap_or(defaults.block),
-            claim_idle: r
-                .take_duration("claim_idle")?
-                .unwrap_or(defaults.claim_idle),
-            delay_poll: r
-                .take_duration("delay_poll")?
-                .unwrap_or(defaults.delay_poll),
-            dedup_window: r
-                .take_duration("dedup_window")?
-                .unwrap_or(defaults.dedup_window),
-            max_message_bytes: r
-                .take("max_message_bytes")?
-                .unwrap_or(defaults.max_message_bytes),
+            partitions: r.take_or("partitions", defaults.partitions)?,
+            block: r.take_duration_or("block", defaults.block)?,
+            claim_idle: r.take_duration_or("claim_idle", defaults.claim_idle)?,
+            delay_poll: r.take_duration_or("delay_poll", defaults.delay_poll)?,
+            dedup_window: r.take_duration_or("dedup_window", defaults.dedup_window)?,
+            max_message_bytes: r.take_or("max_message_bytes", defaults.max_message_bytes)?,
             maxlen: r.take("maxlen")?,
             retention: r.take_duration("retention")?,
-            prefix: r.take("prefix")?.unwrap_or(defaults.prefix),
-            timeout: r.take_duration("timeout")?.unwrap_or(defaults.timeout),
-            connect_timeout: r
-                .take_duration("connect_timeout")?
-                .unwrap_or(defaults.connect_timeout),
+            prefix: r.take_or("prefix", defaults.prefix)?,
+            timeout: r.take_duration_or("timeout", defaults.timeout)?,
+            connect_timeout: r.take_duration_or("connect_timeout", defaults.connect_timeout)?,
         };
         r.finish()?;
         options.check()?;

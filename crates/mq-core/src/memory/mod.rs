@@ -118,9 +118,7 @@ impl MemoryDriver {
         }
         let mut reader = config.reader();
         let defaults = MemoryOptions::default();
-        let partitions = reader
-            .take::<u32>("partitions")?
-            .unwrap_or(defaults.partitions);
+        let partitions = reader.take_or("partitions", defaults.partitions)?;
         if partitions == 0 {
             return Err(Error::Config("option partitions must be at least 1".into()));
         }
@@ -136,12 +134,8 @@ impl MemoryDriver {
         let options = MemoryOptions {
             partitions,
             native_delay,
-            max_message_bytes: reader
-                .take("max_message_bytes")?
-                .unwrap_or(defaults.max_message_bytes),
-            dedup_window: reader
-                .take_duration("dedup_window")?
-                .unwrap_or(defaults.dedup_window),
+            max_message_bytes: reader.take_or("max_message_bytes", defaults.max_message_bytes)?,
+            dedup_window: reader.take_duration_or("dedup_window", defaults.dedup_window)?,
         };
         reader.finish()?;
         let name = config.url().host_str().unwrap_or_default().to_owned();

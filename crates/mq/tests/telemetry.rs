@@ -517,3 +517,45 @@ async fn batch_handler_calls_are_traced() {
         5
     );
 }
+
+/// With tracing-opentelemetry wired (here for this thread only, no global
+/// subscriber), a send inside a `tracing` span is that span's child.
+#[tokio::test(flavor = "current_thread")]
+async fn publish_joins_the_current_tracing_span() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let exporters = Exporters::new();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(exporters.tracer_provider.tracer("app")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let telemetry = Telemetry::new(&exporters.tracer_provider, &exporters.meter_provider);
+    let client = mq::connect("memory://")
+        .await
+        .expect("connect")
+        .with_telemetry(telemetry);
+    let topic = unique("checkout");
+    {
+        let checkout = tracing::info_span!("checkout");
+        let _entered = checkout.enter();
+        client
+            .producer()
+            .send(Message::new(topic.as_str(), "order"))
+            .await
+            .expect("send");
+    }
+    let spans = exporters.finished_spans();
+    let checkout = spans
+        .iter()
+        .find(|s| s.name == "checkout")
+        .expect("the tracing span is exported");
+    let publish = spans
+        .iter()
+        .find(|s| s.name == format!("publish {topic}"))
+        .expect("publish span");
+    assert_eq!(
+        publish.span_context.trace_id(),
+        checkout.span_context.trace_id()
+    );
+    assert_eq!(publish.parent_span_id, checkout.span_context.span_id());
+}

@@ -196,31 +196,41 @@ impl ConsumerBuilder {
         }
     }
 
+    /// Starts the lag reporter and returns the per-call telemetry of this
+    /// consumer.
+    #[cfg(feature = "otel")]
+    fn telemetry(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> crate::telemetry::ProcessTelemetry {
+        let inner = &self.client.inner;
+        crate::telemetry::spawn_lag_reporter(
+            inner.telemetry.clone(),
+            inner.driver.clone(),
+            self.topic.clone(),
+            self.group.clone(),
+            stop.clone(),
+        );
+        crate::telemetry::ProcessTelemetry::new(
+            inner.telemetry.clone(),
+            inner.driver.backend(),
+            &self.topic,
+            &self.group,
+        )
+    }
+
     /// Joins the group and runs `handler` on every message until shut down.
     pub async fn run(self, handler: impl Handler) -> Result<ConsumerHandle> {
         let settler = self.open().await?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        #[cfg(feature = "otel")]
-        let handler = {
-            let inner = &self.client.inner;
-            crate::telemetry::spawn_lag_reporter(
-                inner.telemetry.clone(),
-                inner.driver.clone(),
-                self.topic.clone(),
-                self.group.clone(),
-                stop_rx.clone(),
-            );
-            let traced = crate::telemetry::ProcessLayer::new(
-                inner.telemetry.clone(),
-                inner.driver.backend(),
-                &self.topic,
-                &self.group,
-            );
-            stack(stack(Arc::new(handler), &self.layers), &[Arc::new(traced)])
-        };
-        #[cfg(not(feature = "otel"))]
         let handler = stack(Arc::new(handler), &self.layers);
-        let shared = Shared::new(settler, self.settings(), stop_rx);
+        let shared = Shared::new(
+            settler,
+            self.settings(),
+            stop_rx.clone(),
+            #[cfg(feature = "otel")]
+            Some(self.telemetry(&stop_rx)),
+        );
         Ok(ConsumerHandle::new(
             stop,
             tokio::spawn(run_handler(shared, handler)),
@@ -248,24 +258,14 @@ impl ConsumerBuilder {
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let handler: Arc<dyn BatchHandler> = Arc::new(handler);
         #[cfg(feature = "otel")]
-        let handler = {
-            let inner = &self.client.inner;
-            crate::telemetry::spawn_lag_reporter(
-                inner.telemetry.clone(),
-                inner.driver.clone(),
-                self.topic.clone(),
-                self.group.clone(),
-                stop_rx.clone(),
-            );
-            crate::telemetry::ProcessLayer::new(
-                inner.telemetry.clone(),
-                inner.driver.backend(),
-                &self.topic,
-                &self.group,
-            )
-            .wrap_batch(handler)
-        };
-        let shared = Shared::new(settler, self.settings(), stop_rx);
+        let handler = self.telemetry(&stop_rx).wrap_batch(handler);
+        let shared = Shared::new(
+            settler,
+            self.settings(),
+            stop_rx,
+            #[cfg(feature = "otel")]
+            None,
+        );
         let batch = BatchSettings {
             max_messages,
             max_wait,

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
     in_flight: AtomicUsize,
+    #[cfg(feature = "otel")]
+    pub(crate) telemetry: Option<crate::telemetry::ProcessTelemetry>,
 }
 
 impl Shared {
@@ -39,6 +41,7 @@ impl Shared {
         settler: Arc<Settler>,
         settings: RunSettings,
         stop: watch::Receiver<bool>,
+        #[cfg(feature = "otel")] telemetry: Option<crate::telemetry::ProcessTelemetry>,
     ) -> Arc<Self> {
         Arc::new(Shared {
             permits: Arc::new(Semaphore::new(settings.prefetch)),
@@ -46,6 +49,8 @@ impl Shared {
             settings,
             stop,
             in_flight: AtomicUsize::new(0),
+            #[cfg(feature = "otel")]
+            telemetry,
         })
     }
 

@@ -57,7 +57,18 @@ async fn handle_one(shared: &Shared, handler: &dyn Handler, delivery: &Delivery)
             view = delivery.with_attempt(attempt);
             &view
         };
-        let outcome = match catch_panic(handler.handle(current)).await {
+        #[cfg(feature = "otel")]
+        let handled = match &shared.telemetry {
+            Some(telemetry) => {
+                telemetry
+                    .instrument(current, catch_panic(handler.handle(current)))
+                    .await
+            }
+            None => catch_panic(handler.handle(current)).await,
+        };
+        #[cfg(not(feature = "otel"))]
+        let handled = catch_panic(handler.handle(current)).await;
+        let outcome = match handled {
             Ok(()) => settler.ack_buffered(current).await,
             Err(HandlerError::Reject { reason }) => settler.dead_letter(current, reason).await,
             Err(HandlerError::Retry { error, after }) => {

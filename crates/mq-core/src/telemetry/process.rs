@@ -1,6 +1,7 @@
-//! The `process {topic}` span and the consumer metrics, as a layer the
-//! consumer puts outermost around the handler.
+//! The `process {topic}` span and the consumer metrics, wrapped by the
+//! runtime around each handler call (outside the user's layers).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,17 +13,18 @@ use opentelemetry_semantic_conventions::attribute as semconv;
 
 use super::{extract_context, key_attribute, messaging_system, span_name, Telemetry};
 use crate::message::Delivery;
-use crate::runtime::{BatchHandler, Handler, HandlerError, HandlerResult, Layer};
+use crate::runtime::{BatchHandler, HandlerError, HandlerResult};
 
 /// Traces and measures every handler call of one consumer.
-pub(crate) struct ProcessLayer {
+#[derive(Clone)]
+pub(crate) struct ProcessTelemetry {
     telemetry: Arc<Telemetry>,
     system: &'static str,
     group: Arc<str>,
     metric_attributes: MetricAttributes,
 }
 
-impl ProcessLayer {
+impl ProcessTelemetry {
     /// For a consumer of `topic` in `group`. Retry copies are delivered
     /// under their original topic, so every delivery has this topic and the
     /// metric attributes are built once here, not per message.
@@ -33,7 +35,7 @@ impl ProcessLayer {
         group: &str,
     ) -> Self {
         let system = messaging_system(backend);
-        ProcessLayer {
+        ProcessTelemetry {
             telemetry,
             system,
             group: Arc::from(group),
@@ -42,7 +44,7 @@ impl ProcessLayer {
     }
 }
 
-impl ProcessLayer {
+impl ProcessTelemetry {
     /// Traces a batch handler: one span per call, linked to every message's
     /// producer span (the first 128).
     pub(crate) fn wrap_batch(&self, inner: Arc<dyn BatchHandler>) -> Arc<dyn BatchHandler> {
@@ -54,26 +56,6 @@ impl ProcessLayer {
             metric_attributes: self.metric_attributes.clone(),
         })
     }
-}
-
-impl Layer for ProcessLayer {
-    fn layer(&self, inner: Arc<dyn Handler>) -> Arc<dyn Handler> {
-        Arc::new(Process {
-            inner,
-            telemetry: self.telemetry.clone(),
-            system: self.system,
-            group: self.group.clone(),
-            metric_attributes: self.metric_attributes.clone(),
-        })
-    }
-}
-
-struct Process {
-    inner: Arc<dyn Handler>,
-    telemetry: Arc<Telemetry>,
-    system: &'static str,
-    group: Arc<str>,
-    metric_attributes: MetricAttributes,
 }
 
 /// The metric attributes of one consumer, per outcome.
@@ -120,7 +102,7 @@ fn error_type(error: &HandlerError) -> &'static str {
     }
 }
 
-impl Process {
+impl ProcessTelemetry {
     fn start_span(&self, delivery: &Delivery) -> Context {
         let producer = match delivery.message().headers().get("traceparent") {
             Some(_) => extract_context(delivery.message().headers()),
@@ -173,15 +155,21 @@ impl Process {
     }
 }
 
-#[async_trait]
-impl Handler for Process {
-    async fn handle(&self, delivery: &Delivery) -> HandlerResult {
+impl ProcessTelemetry {
+    /// Runs `work`, the handling of `delivery`, inside its `process` span
+    /// (when spans go anywhere) and records the consumer metrics. Generic
+    /// rather than a boxed layer: it sits on every message's path.
+    pub(crate) async fn instrument(
+        &self,
+        delivery: &Delivery,
+        work: impl Future<Output = HandlerResult>,
+    ) -> HandlerResult {
         let started = Instant::now();
         let result = if self.telemetry.tracer_is_noop() {
-            self.inner.handle(delivery).await
+            work.await
         } else {
             let cx = self.start_span(delivery);
-            let result = self.inner.handle(delivery).with_context(cx.clone()).await;
+            let result = work.with_context(cx.clone()).await;
             let span = cx.span();
             if let Err(error) = &result {
                 span.set_status(Status::error(error.to_string()));

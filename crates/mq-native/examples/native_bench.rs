@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
 use mq_core::{handler_fn, Client, Config, Delivery, HandlerResult, Message, MessageId, TopicSpec};
@@ -51,6 +51,19 @@ fn rss_mib() -> f64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU time (user + system) this process has used, in seconds: on a shared
+/// machine, messages per CPU second is steadier than messages per second.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 struct Row {
@@ -225,6 +238,54 @@ async fn latency(
     (pct(0.50), pct(0.99), pct(0.999))
 }
 
+/// Publishes `count` delayed messages due over the next 0.2–1.2 s (one
+/// send) and measures how late the driver hands each out after its due time.
+async fn delay_lateness(driver: &NativeDriver, topic: &str, count: u64) -> [Duration; 3] {
+    driver
+        .ensure_topic(topic, &TopicSpec::new(4))
+        .await
+        .expect("topic");
+    let sub = driver
+        .subscribe(SubscribeSpec {
+            topics: vec![topic.to_owned()],
+            group: "bench-delay".into(),
+            start: StartFrom::Earliest,
+            prefetch: 256,
+        })
+        .await
+        .expect("subscribe");
+    let start = SystemTime::now();
+    let batch = (0..count)
+        .map(|i| {
+            let due = start + Duration::from_millis(200 + i * 1000 / count);
+            let due_us = due.duration_since(UNIX_EPOCH).expect("clock").as_micros();
+            Message::new(topic, due_us.to_string())
+                .with_id(MessageId::new())
+                .with_key(format!("k{i}"))
+                .with_deliver_at(due)
+        })
+        .collect();
+    driver.publish(batch).await.expect("publish");
+    let mut late = Vec::new();
+    while (late.len() as u64) < count {
+        let got = sub.fetch(256).await.expect("fetch");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+        for d in &got {
+            let due: u64 = d.message.payload_str().expect("utf8").parse().expect("due");
+            let at = now.as_micros() as u64;
+            assert!(at >= due, "delayed message delivered early");
+            late.push(Duration::from_micros(at - due));
+        }
+        sub.ack(got.into_iter().map(|d| d.token).collect())
+            .await
+            .expect("ack");
+    }
+    sub.close().await.expect("close");
+    late.sort_unstable();
+    let pct = |p: f64| late[((late.len() as f64 * p) as usize).min(late.len() - 1)];
+    [pct(0.5), pct(0.99), late[late.len() - 1]]
+}
+
 fn recovery_child(dir: &str, gib: u64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -289,20 +350,26 @@ async fn run() -> Vec<Row> {
         .await
         .expect("topic");
     let rss_before = rss_mib();
+    let cpu = cpu_secs();
     let rate = produce(&client, "bench", n, 4, 1000).await;
+    let per_cpu = n as f64 / (cpu_secs() - cpu);
     let rss_after = rss_mib();
-    eprintln!("produce never: {rate:.0}");
+    eprintln!("produce never: {rate:.0} ({per_cpu:.0} per CPU s)");
     rows.push(Row {
         what: format!("produce {PAYLOAD} B, fsync=never, 4 producers x send_batch(1000)"),
         value: fmt(rate),
-        note: format!("{n} msgs; RSS {rss_before:.0} -> {rss_after:.0} MiB"),
+        note: format!(
+            "{n} msgs, {per_cpu:.0} msgs per CPU second; RSS {rss_before:.0} -> {rss_after:.0} MiB"
+        ),
     });
+    let cpu = cpu_secs();
     let rate = produce(&client, "bench-64", n, 64, 100).await;
-    eprintln!("produce never 64: {rate:.0}");
+    let per_cpu = n as f64 / (cpu_secs() - cpu);
+    eprintln!("produce never 64: {rate:.0} ({per_cpu:.0} per CPU s)");
     rows.push(Row {
         what: format!("produce {PAYLOAD} B, fsync=never, 64 producers x send_batch(100)"),
         value: fmt(rate),
-        note: format!("{n} msgs"),
+        note: format!("{n} msgs, {per_cpu:.0} msgs per CPU second"),
     });
     let driver_rate = {
         let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
@@ -334,12 +401,14 @@ async fn run() -> Vec<Row> {
     });
 
     // Consume from the page cache.
+    let cpu = cpu_secs();
     let rate = consume_raw(&driver, "bench", n).await;
-    eprintln!("consume raw: {rate:.0}");
+    let per_cpu = n as f64 / (cpu_secs() - cpu);
+    eprintln!("consume raw: {rate:.0} ({per_cpu:.0} per CPU s)");
     rows.push(Row {
         what: "consume from page cache, driver fetch(4096) + ack".into(),
         value: fmt(rate),
-        note: format!("{n} msgs, 8 partitions, one member"),
+        note: format!("{n} msgs, 8 partitions, one member, {per_cpu:.0} msgs per CPU second"),
     });
     let rate = consume_handler(&client, "bench", n).await;
     eprintln!("consume handler: {rate:.0}");
@@ -393,6 +462,12 @@ async fn run() -> Vec<Row> {
         what: "publish-to-handler latency at 50,000 msgs/s, fsync=always".into(),
         value: format!("p50 {p50:?}, p99 {p99:?}"),
         note: format!("p99.9 {p999:?}; 3 s, batches of 50 per ms"),
+    });
+    let [p50, p99, max] = delay_lateness(&driver, "delay-always", 500).await;
+    rows.push(Row {
+        what: "delayed message lateness after due, fsync=always, driver fetch".into(),
+        value: format!("p50 {p50:?}, p99 {p99:?}"),
+        note: format!("max {max:?}; 500 delays due over 1 s; declared precision 10 ms"),
     });
     client.close().await.expect("close");
     drop(client);

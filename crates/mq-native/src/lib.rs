@@ -22,6 +22,10 @@
 //! send is acknowledged only after the fsync that covers it, and records
 //! become visible to consumers at the same moment.
 //!
+//! A delayed message waits in the delay store and is promoted into its
+//! topic a little before it is due, hidden until its due time, so
+//! the promotion's write and fsync do not make it late.
+//!
 //! ## On-disk format
 //!
 //! ```text
@@ -38,9 +42,10 @@
 //! A segment is a sequence of batches (see [`log::batch`] for the exact
 //! layout): `len:u32 crc32c:u32 body`, the body holding a timestamp and
 //! records. A record is a message (topic id, partition, offset, id, key,
-//! idempotency key, ordered headers, payload), a *delayed* message (same,
-//! plus its due time; its offset field is its delay sequence number), or a
-//! *delay-done* marker.
+//! idempotency key, ordered headers, payload; a message promoted from the
+//! delay store also carries a *visibility time*, before which consumers
+//! skip it), a *delayed* message (same, plus its due time; its offset field
+//! is its delay sequence number), or a *delay-done* marker.
 //!
 //! Index files are rebuildable from the log. JSON files are replaced
 //! atomically (write temp, fsync, rename, fsync directory).

@@ -3,6 +3,7 @@
 
 use mq_core::{Message, MessageId};
 use mq_native::log::batch::{decode, BatchWriter, Placement, Record};
+use mq_native::log::keys::Keys;
 use proptest::prelude::*;
 
 fn encode(payloads: &[Vec<u8>]) -> Vec<u8> {
@@ -20,6 +21,7 @@ fn encode(payloads: &[Vec<u8>]) -> Vec<u8> {
                 partition: 0,
                 offset: i as u64,
                 deliver_at_us: None,
+                visible_at_us: None,
             },
             &m,
         );
@@ -35,7 +37,11 @@ proptest! {
             prop_assert!(len <= bytes.len());
             for record in batch.records() {
                 if let Ok(Record::Message(m)) = record {
-                    let _ = m.to_message("t".into(), &bytes::Bytes::copy_from_slice(&bytes));
+                    let _ = m.to_message(
+                        "t".into(),
+                        &bytes::Bytes::copy_from_slice(&bytes),
+                        &mut Keys::default(),
+                    );
                 }
             }
         }

@@ -128,6 +128,49 @@ async fn pending_delays_survive_restart_and_fire_once() {
     driver.close().await.unwrap();
 }
 
+/// A delay promoted ahead of its due time sits in the log as a hidden
+/// record: it is skipped (and not counted as a delivery) until due, also
+/// after a restart, while records behind it flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promoted_delays_stay_hidden_until_due() {
+    use mq_native::engine::Item;
+    let dir = fresh_dir("hidden");
+    let driver = open(&dir, "").await.unwrap();
+    driver.ensure_topic("h", &TopicSpec::new(1)).await.unwrap();
+    let engine = driver.engine().clone();
+    let due = SystemTime::now() + Duration::from_millis(600);
+    let due_us = due
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let hidden = Item::Message {
+        topic: engine.topic_or_create("h", None).unwrap(),
+        partition: 0,
+        message: msg("h", "hidden"),
+        dedup: false,
+        visible_at_us: Some(due_us),
+    };
+    let appended = engine.append(vec![hidden], true).unwrap();
+    appended.wait.unwrap().await.unwrap().unwrap();
+    driver.publish(vec![msg("h", "now")]).await.unwrap();
+    driver.close().await.unwrap();
+
+    let driver = open(&dir, "").await.unwrap();
+    let s = sub(&driver, "h", "g").await;
+    let first = fetch(&*s, 10).await;
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].message.payload_str().unwrap(), "now");
+    s.ack(vec![first[0].token.clone()]).await.unwrap();
+    let later = fetch(&*s, 10).await;
+    assert!(SystemTime::now() >= due, "delivered early");
+    assert_eq!(later[0].message.payload_str().unwrap(), "hidden");
+    assert_eq!(later[0].delivery_count, 1, "skipping is not a delivery");
+    s.ack(vec![later[0].token.clone()]).await.unwrap();
+    assert_eq!(driver.lag("h", "g").await.unwrap()[0].lag, 0);
+    drop(s);
+    driver.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_survive_restart() {
     let dir = fresh_dir("dedup");

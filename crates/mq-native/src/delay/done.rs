@@ -1,5 +1,6 @@
-//! The set of delivered delay sequence numbers: a bitmap above the lowest
-//! undelivered one, so memory is one bit per pending delay.
+//! A set of settled sequence numbers: a bitmap above the lowest unsettled
+//! one, so memory is one bit per number in the unsettled window. Used for
+//! delivered delays and, per group cursor, for acked offsets.
 
 use std::collections::VecDeque;
 
@@ -65,6 +66,62 @@ impl DoneSet {
         self.compact();
     }
 
+    /// Marks every seq below `seq` done.
+    pub fn insert_below(&mut self, seq: u64) {
+        while self.base + 64 <= seq && !self.words.is_empty() {
+            self.words.pop_front();
+            self.base += 64;
+        }
+        if self.words.is_empty() {
+            self.base = self.base.max(seq & !63);
+        }
+        if seq > self.base {
+            if self.words.is_empty() {
+                self.words.push_back(0);
+            }
+            self.words[0] |= (1u64 << (seq - self.base)) - 1;
+        }
+        self.compact();
+    }
+
+    /// How many seqs in `from..to` are done.
+    pub fn count(&self, from: u64, to: u64) -> u64 {
+        let below = self.base.min(to).saturating_sub(from);
+        let (from, to) = (from.max(self.base), to.max(self.base));
+        let mut n = below;
+        let mut at = from;
+        while at < to {
+            let (w, bit) = (((at - self.base) / 64) as usize, (at - self.base) % 64);
+            let Some(word) = self.words.get(w) else { break };
+            let span = (64 - bit).min(to - at);
+            let mask = if span == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << span) - 1) << bit
+            };
+            n += u64::from((word & mask).count_ones());
+            at += span;
+        }
+        n
+    }
+
+    /// The done seqs at or above `from` and above [`committed`](Self::committed), in order.
+    pub fn iter_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        let from = from.max(self.committed());
+        let first = ((from - self.base) / 64) as usize;
+        self.words
+            .iter()
+            .enumerate()
+            .skip(first)
+            .flat_map(move |(w, bits)| {
+                let at = self.base + 64 * w as u64;
+                (0..64u64)
+                    .filter(move |i| bits & (1 << i) != 0)
+                    .map(move |i| at + i)
+            })
+            .filter(move |s| *s >= from)
+    }
+
     /// Marks `seq` not done again (undoing a failed append).
     pub fn remove(&mut self, seq: u64) {
         while seq < self.base {
@@ -108,5 +165,15 @@ mod tests {
         assert_eq!(d.committed(), 5);
         let (b, w) = d.to_words();
         assert_eq!(DoneSet::from_words(b, w), d);
+        assert_eq!(d.count(0, 80), 70);
+        assert_eq!(
+            d.iter_from(60).take(3).collect::<Vec<_>>(),
+            vec![60, 61, 62]
+        );
+        d.insert_below(200);
+        assert_eq!(d.committed(), 200);
+        d.insert(203);
+        assert_eq!(d.iter_from(0).collect::<Vec<_>>(), vec![203]);
+        assert_eq!(d.count(150, 210), 51);
     }
 }

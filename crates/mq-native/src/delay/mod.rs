@@ -4,11 +4,15 @@
 //! (kind 1) carrying its destination and due time, and gets a sequence
 //! number `n`; entry `n` of the delay index (`delay.idx`, same 16-byte
 //! format as partition indexes: due time, log position) points at it. When
-//! it falls due, the message is appended to its topic **in the same batch**
-//! as a *delay-done* record for `n`, so after any crash it was delivered
-//! once or not at all, and the done set (checkpointed, plus done records
-//! replayed from the log) says which. Recovery reloads pending delays from
-//! the index into the timing wheel.
+//! it is about to fall due (100 ms ahead), the message is appended to its
+//! topic **in the same batch** as a *delay-done* record for `n`, so after
+//! any crash it was promoted once or not at all, and the done set
+//! (checkpointed, plus done records replayed from the log) says which. The
+//! promoted record carries the due time as its visibility time: consumers
+//! skip it (without counting a delivery) and wake for it at that time, so
+//! it is never early, and the append and its fsync are done by then instead
+//! of adding to its lateness. Recovery reloads pending delays from the
+//! index into the timing wheel.
 
 pub mod done;
 pub mod wheel;

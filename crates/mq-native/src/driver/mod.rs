@@ -110,6 +110,7 @@ impl NativeDriver {
                 partition,
                 message,
                 dedup: true,
+                visible_at_us: None,
             });
         }
         Ok(items)

@@ -77,7 +77,8 @@ impl DriverSubscription for NativeSubscription {
             for w in &mut waits {
                 w.as_mut().enable();
             }
-            let mut out = Vec::new();
+            // Room for a full fetch up front: deliveries are large to move.
+            let mut out = Vec::with_capacity(max.min(16 * 1024));
             let mut next_due: Option<Instant> = None;
             {
                 let mut reader = self.reader.lock();

@@ -32,6 +32,9 @@ pub enum Item {
         message: Message,
         /// Whether its idempotency key is checked and recorded.
         dedup: bool,
+        /// A delay promoted ahead of its due time: appended as a message
+        /// record that consumers skip until then (never a delayed record).
+        visible_at_us: Option<u64>,
     },
     /// Delayed message `seq` was delivered (always appended with it).
     DelayDone(u64),
@@ -51,6 +54,49 @@ struct Open {
     touched: Vec<(Arc<Topic>, u32)>,
     /// The (topic id, partition) of the batch's first message.
     partition: Option<(u32, u32)>,
+}
+
+/// Indices of `items` grouped by (topic, partition) in that order, stable
+/// within each group, delay-done records last: a counting sort, as a send
+/// usually spans a few partitions (a plain sort when it spans many).
+fn by_partition(items: &[Item]) -> Vec<usize> {
+    let key = |item: &Item| match item {
+        Item::Message {
+            topic, partition, ..
+        } => (topic.id, *partition),
+        Item::DelayDone(_) => (u32::MAX, 0),
+    };
+    let mut keys: Vec<((u32, u32), usize)> = Vec::new();
+    for item in items {
+        let k = key(item);
+        if let Some((_, n)) = keys.iter_mut().find(|(have, _)| *have == k) {
+            *n += 1;
+        } else if keys.len() < 64 {
+            keys.push((k, 1));
+        } else {
+            let mut order: Vec<usize> = (0..items.len()).collect();
+            order.sort_by_key(|&i| key(&items[i]));
+            return order;
+        }
+    }
+    keys.sort_unstable();
+    // Each group's first slot, by key.
+    let mut at = 0;
+    let mut next: Vec<((u32, u32), usize)> = keys
+        .into_iter()
+        .map(|(k, n)| {
+            at += n;
+            (k, at - n)
+        })
+        .collect();
+    let mut order = vec![0; items.len()];
+    for (i, item) in items.iter().enumerate() {
+        let k = key(item);
+        let group = next.partition_point(|(have, _)| *have < k);
+        order[next[group].1] = i;
+        next[group].1 += 1;
+    }
+    order
 }
 
 impl Engine {
@@ -74,6 +120,16 @@ impl Engine {
                 return Err(Error::TooLarge { size, limit });
             }
         }
+        // Outside transactions, records are grouped into one batch per
+        // partition (stable order within each), so a consumer of a partition
+        // reads only its own records. Receipts keep the caller's order.
+        // Decided before taking the writer lock, which every append shares.
+        let order: Vec<usize> = if atomic {
+            (0..items.len()).collect()
+        } else {
+            by_partition(&items)
+        };
+        let mut receipts: Vec<Option<Receipt>> = vec![None; items.len()];
         let mut guard = self.writer.lock();
         if guard.shutdown {
             return Err(Error::Closed("native engine"));
@@ -87,35 +143,19 @@ impl Engine {
         // One reservation instead of repeated doubling and copying.
         bytes.reserve(size + size / TARGET_BATCH * batch::HEADER_LEN);
         let added_from = bytes.len();
-        // Outside transactions, records are grouped into one batch per
-        // partition (stable order within each), so a consumer of a partition
-        // reads only its own records. Receipts keep the caller's order.
-        let mut receipts: Vec<Option<Receipt>> = vec![None; items.len()];
-        let mut items: Vec<Option<Item>> = items.into_iter().map(Some).collect();
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        if !atomic {
-            order.sort_by_key(|&i| match &items[i] {
-                Some(Item::Message {
-                    topic, partition, ..
-                }) => (topic.id, *partition),
-                _ => (u32::MAX, 0),
-            });
-        }
         let mut wait_for_duplicate = false;
         let mut dedup = None;
         let mut delay = None;
         let mut open: Option<Open> = None;
         for i in order {
-            let Some(item) = items[i].take() else {
-                continue;
-            };
-            let part_key = match &item {
+            let item = &items[i];
+            let part_key = match item {
                 Item::Message {
                     topic, partition, ..
                 } => Some((topic.id, *partition)),
                 Item::DelayDone(_) => None,
             };
-            let rec_len = match &item {
+            let rec_len = match item {
                 Item::Message { message, .. } => batch::message_record_len(message, true),
                 Item::DelayDone(_) => batch::DELAY_DONE_RECORD_LEN,
             };
@@ -123,7 +163,7 @@ impl Engine {
                 message,
                 dedup: true,
                 ..
-            } = &item
+            } = item
             {
                 if let Some(key) = message.idempotency_key() {
                     let d = dedup.get_or_insert_with(|| self.dedup.lock());
@@ -163,23 +203,25 @@ impl Engine {
             }
             match item {
                 Item::DelayDone(seq) => {
-                    o.writer.delay_done(bytes, seq);
+                    o.writer.delay_done(bytes, *seq);
                     delay
                         .get_or_insert_with(|| self.delay.lock())
-                        .mark_done(seq, o.position);
+                        .mark_done(*seq, o.position);
                 }
                 Item::Message {
                     topic,
                     partition,
                     message,
                     dedup: check,
+                    visible_at_us,
                 } => {
+                    let (partition, check, visible_at_us) = (*partition, *check, *visible_at_us);
                     let id = message.id().unwrap_or_default();
                     let due = message
                         .deliver_at()
                         .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
                         .map(|d| d.as_micros() as u64)
-                        .filter(|due| *due > now);
+                        .filter(|due| *due > now && visible_at_us.is_none());
                     let (place, offset) = match due {
                         Some(due) => {
                             let seq = delay
@@ -192,6 +234,7 @@ impl Engine {
                                     partition,
                                     offset: seq,
                                     deliver_at_us: Some(due),
+                                    visible_at_us: None,
                                 },
                                 None,
                             )
@@ -203,7 +246,7 @@ impl Engine {
                             if !o
                                 .touched
                                 .iter()
-                                .any(|(t, p)| Arc::ptr_eq(t, &topic) && *p == partition)
+                                .any(|(t, p)| Arc::ptr_eq(t, topic) && *p == partition)
                             {
                                 part.index.lock().push(Entry {
                                     key: offset,
@@ -217,12 +260,13 @@ impl Engine {
                                     partition,
                                     offset,
                                     deliver_at_us: None,
+                                    visible_at_us,
                                 },
                                 Some(offset),
                             )
                         }
                     };
-                    o.writer.message(bytes, place, &message);
+                    o.writer.message(bytes, place, message);
                     if check {
                         if let Some(key) = message.idempotency_key() {
                             dedup.get_or_insert_with(|| self.dedup.lock()).insert(

@@ -207,9 +207,9 @@ impl Engine {
                         group: group.to_string(),
                         topic: t.id,
                         partition: p as u32,
-                        committed: c.committed,
-                        delivered: c.next.max(c.delivered_before),
-                        acked: c.acked.iter().copied().collect(),
+                        committed: c.committed(),
+                        delivered: c.delivered(),
+                        acked: c.acked_above(),
                     });
                 }
             }

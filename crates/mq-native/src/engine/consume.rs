@@ -4,15 +4,57 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use mq_core::driver::{AckToken, PartitionLag, RawDelivery, StartFrom};
 use mq_core::Result;
 
+use super::read::Found;
 use super::topics::Topic;
 use super::Engine;
-use crate::group::cursor::{Cursor, InFlight, MemberId};
+use crate::group::cursor::{Cursor, MemberId, Taken};
 use crate::log::LogReader;
+
+/// Records `take` picked but did not hand out.
+#[derive(Default)]
+struct NotDelivered {
+    /// Offsets no longer in the log (removed by retention).
+    missing: Vec<u64>,
+    /// Promoted delays not yet due: `(offset, visible_at_us)`.
+    hidden: Vec<(u64, u64)>,
+}
+
+/// Turns records read for a take into deliveries.
+struct Deliver<'a> {
+    topic: &'a Arc<Topic>,
+    partition: u32,
+    wall_us: u64,
+    out: &'a mut Vec<RawDelivery>,
+    left: NotDelivered,
+}
+
+impl Deliver<'_> {
+    fn deliver(&mut self, offset: u64, count: u32, first_seen: SystemTime, found: Found) {
+        if let Some(at) = found.visible_at_us.filter(|at| *at > self.wall_us) {
+            self.left.hidden.push((offset, at));
+            return;
+        }
+        let partition = self.partition;
+        self.out.push(RawDelivery {
+            message: found.message,
+            partition,
+            offset: Some(offset),
+            delivery_count: count,
+            first_seen,
+            token: AckToken {
+                topic: self.topic.name.clone(),
+                partition,
+                offset,
+                tag: u64::from(self.topic.id),
+            },
+        });
+    }
+}
 
 impl Engine {
     /// Adds `member` to `group` on `topic`; a new group starts per `start`.
@@ -52,7 +94,8 @@ impl Engine {
     }
 
     /// Takes up to `max - out.len()` deliverable records of `topic` for
-    /// `member`; returns when the earliest returned record falls due.
+    /// `member`; returns when the earliest record held back (given back, or
+    /// a promoted delay not yet visible) falls due.
     ///
     /// Synchronous from marking records in flight to returning them, so a
     /// fetch dropped at an await point never loses one.
@@ -70,7 +113,6 @@ impl Engine {
             return Ok(None);
         }
         let now = Instant::now();
-        let wall = SystemTime::now();
         let mut next_due: Option<Instant> = None;
         let rotate = (self.next_rotation() as usize) % assigned.len();
         for &p in assigned[rotate..].iter().chain(&assigned[..rotate]) {
@@ -81,7 +123,8 @@ impl Engine {
             let visible = part.visible.load(Ordering::Acquire);
             let start = part.start.load(Ordering::Acquire);
             // Decide under the cursor lock, read outside it.
-            let (again, fresh) = {
+            let mut taken = Taken::default();
+            {
                 let mut cursors = part.cursors.lock();
                 let Some(c) = cursors.get_mut(group) else {
                     continue;
@@ -90,63 +133,29 @@ impl Engine {
                     continue;
                 }
                 c.skip_to(start);
-                let room = max - out.len();
-                let due: Vec<u64> = c
-                    .returned
-                    .iter()
-                    .filter(|(_, r)| r.due <= now)
-                    .map(|(o, _)| *o)
-                    .take(room)
-                    .collect();
-                let mut again = Vec::with_capacity(due.len());
-                for offset in due {
-                    if let Some(r) = c.returned.remove(&offset) {
-                        let count = r.count.saturating_add(1);
-                        c.in_flight.insert(
-                            offset,
-                            InFlight {
-                                owner: member,
-                                count,
-                                first_seen: r.first_seen,
-                            },
-                        );
-                        again.push((offset, count, r.first_seen));
-                    }
-                }
-                let mut fresh = Vec::new();
-                while again.len() + fresh.len() < room && c.next < visible {
-                    let offset = c.next;
-                    c.next += 1;
-                    if c.acked.contains(&offset) || offset < c.committed {
-                        continue;
-                    }
-                    let count = if offset < c.delivered_before { 2 } else { 1 };
-                    c.in_flight.insert(
-                        offset,
-                        InFlight {
-                            owner: member,
-                            count,
-                            first_seen: wall,
-                        },
-                    );
-                    fresh.push((offset, count, wall));
-                }
+                c.take(member, now, visible, max - out.len(), &mut taken);
                 if let Some(due) = c.next_due() {
                     next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
                 }
-                (again, fresh)
-            };
-            if again.is_empty() && fresh.is_empty() {
+            }
+            if taken.is_empty() {
                 continue;
             }
-            match self.read_taken(topic, p as u32, &again, &fresh, reader, out) {
-                Ok(missing) => {
-                    if !missing.is_empty() {
-                        // Records that no longer exist (retention): done.
+            match self.read_taken(topic, p as u32, &taken, reader, out) {
+                Ok(left) => {
+                    if !left.missing.is_empty() || !left.hidden.is_empty() {
                         let mut cursors = part.cursors.lock();
                         if let Some(c) = cursors.get_mut(group) {
-                            for offset in missing {
+                            // Records that no longer exist (retention): done.
+                            for offset in left.missing {
                                 c.mark_acked(offset);
+                            }
+                            let (wall_us, now) = (super::now_us(), Instant::now());
+                            for (offset, visible_at_us) in left.hidden {
+                                let wait = visible_at_us.saturating_sub(wall_us);
+                                let due = now + Duration::from_micros(wait);
+                                c.hold(offset, due);
+                                next_due = Some(next_due.map_or(due, |d| d.min(due)));
                             }
                         }
                     }
@@ -154,7 +163,7 @@ impl Engine {
                 Err(e) => {
                     let mut cursors = part.cursors.lock();
                     if let Some(c) = cursors.get_mut(group) {
-                        for (offset, _, _) in again.iter().chain(&fresh) {
+                        for (offset, _, _) in taken.again.iter().chain(&taken.fresh) {
                             c.give_back(*offset, now);
                         }
                     }
@@ -166,68 +175,49 @@ impl Engine {
         Ok(next_due)
     }
 
-    /// Reads the records `take` picked; returns offsets that were not found.
+    /// Reads the records `take` picked into `out`; returns those it could not deliver.
     fn read_taken(
         &self,
         topic: &Arc<Topic>,
         partition: u32,
-        again: &[(u64, u32, SystemTime)],
-        fresh: &[(u64, u32, SystemTime)],
+        taken: &Taken,
         reader: &mut LogReader,
         out: &mut Vec<RawDelivery>,
-    ) -> Result<Vec<u64>> {
-        let mut missing = Vec::new();
-        let deliver = |out: &mut Vec<RawDelivery>,
-                       offset: u64,
-                       count: u32,
-                       first_seen: SystemTime,
-                       message| {
-            out.push(RawDelivery {
-                message,
-                partition,
-                offset: Some(offset),
-                delivery_count: count,
-                first_seen,
-                token: AckToken {
-                    topic: topic.name.clone(),
-                    partition,
-                    offset,
-                    tag: u64::from(topic.id),
-                },
-            })
+    ) -> Result<NotDelivered> {
+        let mut to = Deliver {
+            topic,
+            partition,
+            wall_us: super::now_us(),
+            out,
+            left: NotDelivered::default(),
         };
-        let mut found = Vec::new();
+        let Taken { again, fresh } = taken;
         for &(offset, count, first_seen) in again {
-            found.clear();
-            self.read_range(topic, partition, offset..offset + 1, 1, reader, &mut found)?;
-            match found.pop() {
-                Some((_, message)) => deliver(out, offset, count, first_seen, message),
-                None => missing.push(offset),
+            let mut hit = None;
+            self.read_range(topic, partition, offset..offset + 1, 1, reader, |f| {
+                hit = Some(f)
+            })?;
+            match hit {
+                Some(f) => to.deliver(offset, count, first_seen, f),
+                None => to.left.missing.push(offset),
             }
         }
         if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
-            found.clear();
             let span = (last.0 + 1 - first.0) as usize;
-            self.read_range(
-                topic,
-                partition,
-                first.0..last.0 + 1,
-                span,
-                reader,
-                &mut found,
-            )?;
-            // Both in offset order; `found` may hold offsets the cursor
+            // Both in offset order; the log may hold offsets the cursor
             // skipped as already acked.
-            let mut found = found.into_iter().peekable();
-            for &(offset, count, first_seen) in fresh {
-                while found.next_if(|(o, _)| *o < offset).is_some() {}
-                match found.next_if(|(o, _)| *o == offset) {
-                    Some((_, message)) => deliver(out, offset, count, first_seen, message),
-                    None => missing.push(offset),
+            let mut wanted = fresh.iter().peekable();
+            self.read_range(topic, partition, first.0..last.0 + 1, span, reader, |f| {
+                while let Some(w) = wanted.next_if(|w| w.0 < f.offset) {
+                    to.left.missing.push(w.0);
                 }
-            }
+                if let Some(&(offset, count, first_seen)) = wanted.next_if(|w| w.0 == f.offset) {
+                    to.deliver(offset, count, first_seen, f);
+                }
+            })?;
+            to.left.missing.extend(wanted.map(|w| w.0));
         }
-        Ok(missing)
+        Ok(to.left)
     }
 
     fn topic_of(&self, token: &AckToken) -> Option<Arc<Topic>> {
@@ -239,22 +229,30 @@ impl Engine {
 
     /// Acks records for `group`.
     pub fn ack(&self, group: &Arc<str>, tokens: Vec<AckToken>) {
+        let of = |t: &Topic, k: &AckToken| {
+            u64::from(t.id) == k.tag && (Arc::ptr_eq(&t.name, &k.topic) || t.name == k.topic)
+        };
+        // Tokens come in fetch order: a run of one partition's tokens takes
+        // its cursor lock once.
+        let mut tokens = tokens.into_iter().peekable();
         let mut last: Option<Arc<Topic>> = None;
-        for token in tokens {
-            let topic = match &last {
-                Some(t) if t.name == token.topic && u64::from(t.id) == token.tag => t.clone(),
-                _ => match self.topic_of(&token) {
-                    Some(t) => {
-                        last = Some(t.clone());
-                        t
-                    }
-                    None => continue,
-                },
+        while let Some(token) = tokens.next() {
+            if !last.as_ref().is_some_and(|t| of(t, &token)) {
+                last = self.topic_of(&token);
+            }
+            let Some(topic) = &last else { continue };
+            let Some(part) = topic.partitions.get(token.partition as usize) else {
+                continue;
             };
-            if let Some(part) = topic.partitions.get(token.partition as usize) {
-                if let Some(c) = part.cursors.lock().get_mut(group) {
-                    c.ack(token.offset);
-                }
+            let mut cursors = part.cursors.lock();
+            let Some(c) = cursors.get_mut(group) else {
+                continue;
+            };
+            c.ack(token.offset);
+            while let Some(next) =
+                tokens.next_if(|k| k.partition == token.partition && of(topic, k))
+            {
+                c.ack(next.offset);
             }
         }
         self.offsets_dirty.store(true, Ordering::Release);
@@ -298,7 +296,7 @@ impl Engine {
                     partition: p as u32,
                     lag: cursor.map_or(end.saturating_sub(start), |c| c.lag(end)),
                     end_offset: Some(end),
-                    committed_offset: cursor.map(|c| c.committed.max(start)),
+                    committed_offset: cursor.map(|c| c.committed().max(start)),
                 }
             })
             .collect()

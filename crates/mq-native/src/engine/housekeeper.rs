@@ -16,6 +16,10 @@ use crate::log::LogReader;
 
 /// Delays promoted per batch (one atomic append each).
 const PROMOTE_BATCH: usize = 512;
+/// Delays are appended to their topic this long before they are due, as
+/// records consumers skip until then: the append, and its fsync under
+/// `fsync=always`, is done by the due time instead of delaying delivery.
+const PROMOTE_AHEAD_US: u64 = 100_000;
 /// How often retention runs.
 const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
@@ -49,7 +53,8 @@ impl Engine {
             {
                 let delay = self.delay.lock();
                 if let Some(due) = delay.wheel.next_due_us() {
-                    let wait = Duration::from_micros(due.saturating_sub(now_us()));
+                    let wait =
+                        Duration::from_micros(due.saturating_sub(now_us() + PROMOTE_AHEAD_US));
                     wake_at = wake_at.min(Instant::now() + wait);
                 }
             }
@@ -61,8 +66,9 @@ impl Engine {
         }
     }
 
-    /// Appends every due delayed message to its topic, each in one batch
-    /// with its delay-done record.
+    /// Appends every delayed message due within [`PROMOTE_AHEAD_US`] to its
+    /// topic, hidden until its due time, each in one batch with its
+    /// delay-done record.
     fn promote_due(&self, reader: &mut LogReader) -> Result<()> {
         loop {
             let due = {
@@ -73,7 +79,7 @@ impl Engine {
                         .load_wheel(Some(window))
                         .map_err(|e| io_error("loading pending delays", e))?;
                 }
-                let mut due = delay.wheel.advance(now_us());
+                let mut due = delay.wheel.advance(now_us() + PROMOTE_AHEAD_US);
                 due.retain(|seq| !delay.done.contains(*seq));
                 due.sort_unstable();
                 due
@@ -129,13 +135,14 @@ impl Engine {
             let topic = self.topics.read().by_id(m.topic);
             if let Some(topic) = topic.filter(|t| (m.partition as usize) < t.partitions.len()) {
                 let message = m
-                    .to_message(topic.name.clone(), &bytes)
+                    .to_message(topic.name.clone(), &bytes, &mut reader.keys)
                     .map_err(|e| corrupt(Path::new("log"), entry.position, e))?;
                 items.push(Item::Message {
                     topic,
                     partition: m.partition,
                     message,
                     dedup: false,
+                    visible_at_us: m.deliver_at_us,
                 });
             }
             items.push(Item::DelayDone(seq));

@@ -7,14 +7,25 @@ use std::time::{Duration, UNIX_EPOCH};
 use mq_core::{Message, Result};
 
 use super::topics::Topic;
+
+/// A record read from a partition.
+pub struct Found {
+    /// Its offset.
+    pub offset: u64,
+    /// The message.
+    pub message: Message,
+    /// A promoted delay: not to be delivered before this time (µs since the epoch).
+    pub visible_at_us: Option<u64>,
+}
 use super::Engine;
 use crate::error::{corrupt, io_error};
 use crate::log::batch;
 use crate::log::LogReader;
 
 impl Engine {
-    /// Appends the records of `topic`/`partition` with offsets in `range`
-    /// to `out`, in offset order, stopping after `max`.
+    /// Hands the records of `topic`/`partition` with offsets in `range` to
+    /// `visit`, in offset order, stopping after `max`. Records are decoded
+    /// one at a time, payloads sharing the read buffer.
     pub fn read_range(
         &self,
         topic: &Topic,
@@ -22,7 +33,7 @@ impl Engine {
         range: std::ops::Range<u64>,
         max: usize,
         reader: &mut LogReader,
-        out: &mut Vec<(u64, Message)>,
+        mut visit: impl FnMut(Found),
     ) -> Result<()> {
         let (from, to) = (range.start, range.end);
         let Some(part) = topic.partitions.get(partition as usize) else {
@@ -31,7 +42,7 @@ impl Engine {
         if from >= to || max == 0 {
             return Ok(());
         }
-        let limit = out.len() + max;
+        let mut left = max;
         let mut k = {
             let index = part.index.lock();
             if index.is_empty() {
@@ -51,7 +62,7 @@ impl Engine {
                 return Ok(());
             }
             for entry in &entries {
-                if entry.key >= to || out.len() >= limit {
+                if entry.key >= to || left == 0 {
                     return Ok(());
                 }
                 let bytes = reader.batch_at(&self.log, entry.position)?;
@@ -63,13 +74,18 @@ impl Engine {
                     if m.offset < from || m.offset >= to {
                         continue;
                     }
-                    if out.len() >= limit {
+                    if left == 0 {
                         return Ok(());
                     }
+                    left -= 1;
                     let message = m
-                        .to_message(topic.name.clone(), &bytes)
+                        .to_message(topic.name.clone(), &bytes, &mut reader.keys)
                         .map_err(|e| corrupt(Path::new("log"), entry.position, e))?;
-                    out.push((m.offset, message.with_published_at(published)));
+                    visit(Found {
+                        offset: m.offset,
+                        message: message.with_published_at(published),
+                        visible_at_us: m.visible_at_us,
+                    });
                 }
                 k += 1;
             }

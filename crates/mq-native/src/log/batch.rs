@@ -17,6 +17,8 @@
 //!   [key_len:u32 key]            if flags & 1
 //!   [idem_len:u32 idem]          if flags & 2
 //!   [deliver_at_us:u64]          if kind == 1
+//!   [visible_at_us:u64]          if flags & 4 (kind 0 only: a promoted delay,
+//!                                hidden from consumers until then)
 //!   header_count:u32 (name_len:u32 name value_len:u32 value){header_count}
 //!   payload_len:u32 payload
 //!   (for kind 1, `offset` is the sequence number in the delay store)
@@ -25,6 +27,7 @@
 
 use std::fmt;
 
+use super::keys::Keys;
 use bytes::Bytes;
 use mq_core::{Headers, Message, MessageId};
 
@@ -39,6 +42,7 @@ const KIND_DELAYED: u8 = 1;
 const KIND_DELAY_DONE: u8 = 2;
 const FLAG_KEY: u8 = 1;
 const FLAG_IDEM: u8 = 2;
+const FLAG_VISIBLE_AT: u8 = 4;
 
 /// Why bytes could not be decoded as a batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,7 +65,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
-/// Exact encoded size of a message record.
+/// Exact encoded size of a message record; `delayed` covers its one
+/// optional time field (a due time, or a promoted delay's visibility time).
 pub fn message_record_len(message: &Message, delayed: bool) -> usize {
     let mut n = 4 + 1 + 4 + 4 + 8 + 16 + 1;
     if let Some(k) = message.key() {
@@ -94,6 +99,9 @@ pub struct Placement {
     pub offset: u64,
     /// Due time for a delayed record (microseconds since the epoch).
     pub deliver_at_us: Option<u64>,
+    /// For a message record (no `deliver_at_us`): consumers skip it until
+    /// this time. Set on delays promoted ahead of their due time.
+    pub visible_at_us: Option<u64>,
 }
 
 /// Builds one batch at the end of a buffer (the buffer is passed to each
@@ -146,6 +154,10 @@ impl BatchWriter {
         if message.idempotency_key().is_some() {
             flags |= FLAG_IDEM;
         }
+        let visible_at = at.visible_at_us.filter(|_| at.deliver_at_us.is_none());
+        if visible_at.is_some() {
+            flags |= FLAG_VISIBLE_AT;
+        }
         b.push(flags);
         if let Some(k) = message.key() {
             put_bytes(b, k.as_bytes());
@@ -153,7 +165,7 @@ impl BatchWriter {
         if let Some(k) = message.idempotency_key() {
             put_bytes(b, k.as_bytes());
         }
-        if let Some(due) = at.deliver_at_us {
+        if let Some(due) = at.deliver_at_us.or(visible_at) {
             b.extend_from_slice(&due.to_le_bytes());
         }
         b.extend_from_slice(&(message.headers().len() as u32).to_le_bytes());
@@ -353,6 +365,8 @@ pub struct MessageRecord<'a> {
     pub idempotency_key: Option<&'a [u8]>,
     /// Due time when this is a delayed record.
     pub deliver_at_us: Option<u64>,
+    /// A promoted delay: not to be delivered before this time.
+    pub visible_at_us: Option<u64>,
     header_count: u32,
     headers: &'a [u8],
     /// Payload bytes.
@@ -399,7 +413,9 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
             let mut id = [0u8; 16];
             id.copy_from_slice(r.take(16)?);
             let flags = r.u8()?;
-            if flags & !(FLAG_KEY | FLAG_IDEM) != 0 {
+            if flags & !(FLAG_KEY | FLAG_IDEM | FLAG_VISIBLE_AT) != 0
+                || (kind == KIND_DELAYED && flags & FLAG_VISIBLE_AT != 0)
+            {
                 return Err(DecodeError::Corrupt("unknown record flags"));
             }
             let key = if flags & FLAG_KEY != 0 {
@@ -413,6 +429,11 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 None
             };
             let deliver_at_us = if kind == KIND_DELAYED {
+                Some(r.u64()?)
+            } else {
+                None
+            };
+            let visible_at_us = if flags & FLAG_VISIBLE_AT != 0 {
                 Some(r.u64()?)
             } else {
                 None
@@ -433,6 +454,7 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
                 key,
                 idempotency_key,
                 deliver_at_us,
+                visible_at_us,
                 header_count,
                 headers,
                 payload,
@@ -448,11 +470,13 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
 
 impl MessageRecord<'_> {
     /// Builds the message; `source` is the buffer the record borrows from,
-    /// so the payload is shared rather than copied.
+    /// so the payload is shared rather than copied, and `keys` shares key
+    /// strings between messages.
     pub fn to_message(
         &self,
         topic: std::sync::Arc<str>,
         source: &Bytes,
+        keys: &mut Keys,
     ) -> Result<Message, DecodeError> {
         let payload = if source.as_ptr_range().contains(&self.payload.as_ptr()) {
             source.slice_ref(self.payload)
@@ -462,7 +486,7 @@ impl MessageRecord<'_> {
         let mut message = Message::new(topic, payload)
             .with_id(MessageId::from_uuid(uuid::Uuid::from_bytes(self.id)));
         if let Some(k) = self.key {
-            message = message.with_key(utf8(k)?);
+            message = message.with_key(keys.get(utf8(k)?));
         }
         if let Some(k) = self.idempotency_key {
             message = message.with_idempotency_key(utf8(k)?);
@@ -540,6 +564,7 @@ mod tests {
                 partition: 3,
                 offset: 99,
                 deliver_at_us: None,
+                visible_at_us: None,
             },
             &m,
         );
@@ -550,6 +575,18 @@ mod tests {
                 partition: 1,
                 offset: 5,
                 deliver_at_us: Some(1234),
+                visible_at_us: None,
+            },
+            &m,
+        );
+        w.message(
+            &mut buf,
+            Placement {
+                topic: 7,
+                partition: 1,
+                offset: 6,
+                deliver_at_us: None,
+                visible_at_us: Some(5678),
             },
             &m,
         );
@@ -558,11 +595,14 @@ mod tests {
         assert_eq!(len, buf.len());
         assert_eq!(
             len,
-            HEADER_LEN + 2 * message_record_len(&m, false) + 8 + DELAY_DONE_RECORD_LEN
+            HEADER_LEN
+                + message_record_len(&m, false)
+                + 2 * message_record_len(&m, true)
+                + DELAY_DONE_RECORD_LEN
         );
         let bytes = Bytes::from(buf);
         let (batch, used) = decode(&bytes).unwrap();
-        assert_eq!((used, batch.timestamp_us, batch.count), (len, 42, 3));
+        assert_eq!((used, batch.timestamp_us, batch.count), (len, 42, 4));
         let records: Vec<_> = batch.records().collect::<Result<_, _>>().unwrap();
         let Record::Message(first) = &records[0] else {
             panic!()
@@ -576,13 +616,28 @@ mod tests {
             ),
             (7, 3, 99, None)
         );
-        let back = first.to_message("t".into(), &bytes).unwrap();
+        let back = first
+            .to_message("t".into(), &bytes, &mut Keys::default())
+            .unwrap();
         assert_eq!(back, m);
         let Record::Message(second) = &records[1] else {
             panic!()
         };
         assert_eq!(second.deliver_at_us, Some(1234));
-        assert!(matches!(records[2], Record::DelayDone(11)));
+        let Record::Message(third) = &records[2] else {
+            panic!()
+        };
+        assert_eq!(
+            (third.deliver_at_us, third.visible_at_us),
+            (None, Some(5678))
+        );
+        assert_eq!(
+            third
+                .to_message("t".into(), &bytes, &mut Keys::default())
+                .unwrap(),
+            m
+        );
+        assert!(matches!(records[3], Record::DelayDone(11)));
     }
 
     #[test]
@@ -596,6 +651,7 @@ mod tests {
                 partition: 0,
                 offset: 0,
                 deliver_at_us: None,
+                visible_at_us: None,
             },
             &sample(),
         );

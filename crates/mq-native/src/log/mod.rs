@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod index;
+pub mod keys;
 pub mod recovery;
 pub mod segment;
 
@@ -32,6 +33,8 @@ pub struct LogReader {
     cache: std::collections::HashMap<u64, Bytes>,
     order: std::collections::VecDeque<u64>,
     cached_bytes: usize,
+    /// Keys of the messages this reader decodes.
+    pub keys: keys::Keys,
     /// Length of the last batch read: reads fetch about twice that, so a
     /// partition whose batches are interleaved with other partitions' in
     /// the shared log does not drag in (and copy) far more than it uses.
@@ -98,11 +101,9 @@ impl LogReader {
     }
 
     fn fill(&mut self, segment: &Arc<Segment>, position: u64, len: usize) -> Result<()> {
-        let mut buf = vec![0u8; len];
-        let n = segment
-            .read_at(position, &mut buf)
+        let buf = segment
+            .read_vec(position, len)
             .map_err(|e| io_error(format!("reading {}", segment.path.display()), e))?;
-        buf.truncate(n);
         self.start = position;
         self.chunk = Bytes::from(buf);
         Ok(())

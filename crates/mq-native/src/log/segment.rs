@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -58,6 +59,42 @@ impl Segment {
             }
         }
         Ok(filled)
+    }
+
+    /// Reads up to `len` bytes at a log position into a new buffer (short at
+    /// the end of the file). The buffer is not zeroed first: the kernel
+    /// fills it, and zeroing it cost as much as the copy.
+    pub fn read_vec(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf: Vec<u8> = Vec::with_capacity(len);
+        let mut at = position.saturating_sub(self.base);
+        while buf.len() < len {
+            let want = len - buf.len();
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            // SAFETY: pread writes at most `spare.len()` bytes into memory
+            // the vector owns, and returns how many it wrote.
+            let n = unsafe {
+                libc::pread(
+                    self.file.as_raw_fd(),
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    at as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                break;
+            }
+            // SAFETY: the `n` bytes after the length were just written.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            at += n as u64;
+        }
+        Ok(buf)
     }
 
     /// Writes at a log position.

@@ -164,28 +164,48 @@ impl ProcessTelemetry {
         delivery: &Delivery,
         work: impl Future<Output = HandlerResult>,
     ) -> HandlerResult {
-        let started = Instant::now();
-        let result = if self.telemetry.tracer_is_noop() {
-            work.await
-        } else {
-            let cx = self.start_span(delivery);
-            let result = work.with_context(cx.clone()).await;
-            let span = cx.span();
-            if let Err(error) = &result {
-                span.set_status(Status::error(error.to_string()));
-                span.set_attribute(KeyValue::new("error.type", error_type(error)));
-            }
-            span.end();
-            result
-        };
-        let attributes = self.metric_attributes.for_result(&result);
-        let metrics = self.telemetry.metrics();
-        metrics.consumed.add(1, attributes);
-        metrics
-            .process_duration
-            .record(started.elapsed().as_secs_f64(), attributes);
-        result
+        observe(
+            &self.telemetry,
+            &self.metric_attributes,
+            1,
+            || self.start_span(delivery),
+            work,
+        )
+        .await
     }
+}
+
+/// Runs `work` inside the span `start_span` makes (unless spans go nowhere),
+/// marks a failure on it, and records the consumer metrics for `count`
+/// messages.
+async fn observe(
+    telemetry: &Telemetry,
+    metric_attributes: &MetricAttributes,
+    count: u64,
+    start_span: impl FnOnce() -> Context,
+    work: impl Future<Output = HandlerResult>,
+) -> HandlerResult {
+    let started = Instant::now();
+    let result = if telemetry.tracer_is_noop() {
+        work.await
+    } else {
+        let cx = start_span();
+        let result = work.with_context(cx.clone()).await;
+        let span = cx.span();
+        if let Err(error) = &result {
+            span.set_status(Status::error(error.to_string()));
+            span.set_attribute(KeyValue::new("error.type", error_type(error)));
+        }
+        span.end();
+        result
+    };
+    let attributes = metric_attributes.for_result(&result);
+    let metrics = telemetry.metrics();
+    metrics.consumed.add(count, attributes);
+    metrics
+        .process_duration
+        .record(started.elapsed().as_secs_f64(), attributes);
+    result
 }
 
 struct TracedBatch {
@@ -242,30 +262,13 @@ impl TracedBatch {
 #[async_trait]
 impl BatchHandler for TracedBatch {
     async fn handle_batch(&self, batch: &[Delivery]) -> HandlerResult {
-        let started = Instant::now();
-        let result = if self.telemetry.tracer_is_noop() {
-            self.inner.handle_batch(batch).await
-        } else {
-            let cx = self.start_span(batch);
-            let result = self
-                .inner
-                .handle_batch(batch)
-                .with_context(cx.clone())
-                .await;
-            let span = cx.span();
-            if let Err(error) = &result {
-                span.set_status(Status::error(error.to_string()));
-                span.set_attribute(KeyValue::new("error.type", error_type(error)));
-            }
-            span.end();
-            result
-        };
-        let attributes = self.metric_attributes.for_result(&result);
-        let metrics = self.telemetry.metrics();
-        metrics.consumed.add(batch.len() as u64, attributes);
-        metrics
-            .process_duration
-            .record(started.elapsed().as_secs_f64(), attributes);
-        result
+        observe(
+            &self.telemetry,
+            &self.metric_attributes,
+            batch.len() as u64,
+            || self.start_span(batch),
+            self.inner.handle_batch(batch),
+        )
+        .await
     }
 }

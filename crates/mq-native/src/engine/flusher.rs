@@ -196,6 +196,7 @@ impl Engine {
             }
             self.delay.lock().rollback(start);
             self.dedup.lock().rollback(start);
+            self.log.invalidate();
             later
         };
         let fail = |waiter: tokio::sync::oneshot::Sender<Result<()>>| {

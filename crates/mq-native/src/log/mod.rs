@@ -39,6 +39,8 @@ pub struct LogReader {
     /// partition whose batches are interleaved with other partitions' in
     /// the shared log does not drag in (and copy) far more than it uses.
     last_len: usize,
+    /// The log generation the cache and chunk were read in.
+    generation: u64,
 }
 
 impl LogReader {
@@ -46,6 +48,15 @@ impl LogReader {
     /// messages decoded from it point into it). Only positions of batches
     /// fully written may be asked for.
     pub fn batch_at(&mut self, log: &SegmentSet, position: u64) -> Result<Bytes> {
+        let generation = log.generation();
+        if generation != self.generation {
+            // A failed write was rolled back: bytes read ahead may be gone.
+            self.cache.clear();
+            self.order.clear();
+            self.cached_bytes = 0;
+            self.chunk = Bytes::new();
+            self.generation = generation;
+        }
         if let Some(batch) = self.cache.get(&position) {
             return Ok(batch.clone());
         }
@@ -117,5 +128,36 @@ impl LogReader {
         let (_, len) = batch::decode(&self.chunk[at..]).ok()?;
         self.last_len = len;
         Some(self.chunk.slice(at..at + len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch::BatchWriter;
+    use super::*;
+
+    fn empty_batch(timestamp_us: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let writer = BatchWriter::begin(&mut buf, timestamp_us);
+        writer.finish(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn a_rollback_invalidates_what_readers_cached() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = SegmentSet::open(dir.path()).expect("open");
+        let segment = log.create(0).expect("segment");
+        let first = empty_batch(1);
+        segment.write_at(0, &first).expect("write");
+        let mut reader = LogReader::default();
+        assert_eq!(&reader.batch_at(&log, 0).expect("read")[..], &first[..]);
+
+        // The write is taken back and other bytes land at the same position.
+        segment.truncate(0).expect("truncate");
+        let second = empty_batch(2);
+        segment.write_at(0, &second).expect("write");
+        log.invalidate();
+        assert_eq!(&reader.batch_at(&log, 0).expect("read")[..], &second[..]);
     }
 }

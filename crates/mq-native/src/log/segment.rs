@@ -135,9 +135,23 @@ pub struct SegmentSet {
     /// The log directory.
     pub dir: PathBuf,
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// Bumped when a failed write is rolled back: positions past the cut
+    /// will hold other bytes, so readers drop what they cached.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentSet {
+    /// Changes each time written bytes are taken back (see [`SegmentSet::invalidate`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks every cached read of this log as stale; called after a rollback.
+    pub fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Opens every `*.log` file in `dir`, sorted by base position.
     pub fn open(dir: &Path) -> io::Result<Self> {
         let mut segments = Vec::new();
@@ -157,6 +171,7 @@ impl SegmentSet {
         Ok(SegmentSet {
             dir: dir.to_owned(),
             segments: RwLock::new(segments),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -319,9 +319,27 @@ pub(crate) fn millis(t: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Milliseconds since the Unix epoch, rounded up: due times are scored this
+/// way so that promotion at `score <= now` (now rounded down) is never early.
+pub(crate) fn millis_ceil(t: SystemTime) -> u64 {
+    let exact = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let ms = exact.as_millis() as u64;
+    if exact.subsec_nanos().is_multiple_of(1_000_000) {
+        ms
+    } else {
+        ms + 1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn due_times_round_up_to_the_millisecond() {
+        assert_eq!(millis_ceil(UNIX_EPOCH + Duration::from_micros(1_000_001)), 1_001);
+        assert_eq!(millis_ceil(UNIX_EPOCH + Duration::from_millis(7)), 7);
+    }
 
     fn bulk(b: &[u8]) -> Value {
         Value::BulkString(b.to_vec())

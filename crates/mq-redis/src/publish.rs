@@ -18,7 +18,9 @@ use mq_core::driver::partition_for_key;
 use mq_core::{Message, MessageId, Receipt, Result};
 use redis::{Pipeline, Value};
 
-use crate::codec::{array_of, bytes_of, fields_size, int_of, millis, text_of, write_fields};
+use crate::codec::{
+    array_of, bytes_of, fields_size, int_of, millis, millis_ceil, text_of, write_fields,
+};
 use crate::connection::Inner;
 use crate::error::{is_transient, map, unexpected};
 use crate::topics::TopicInfo;
@@ -77,7 +79,7 @@ impl Inner {
                 None => self.round_robin.fetch_add(1, Ordering::Relaxed) % topic.partitions,
             };
             let id = message.id().unwrap_or_default();
-            let due = message.deliver_at().filter(|at| *at > now).map(millis);
+            let due = message.deliver_at().filter(|at| *at > now).map(millis_ceil);
             let once_key = message
                 .idempotency_key()
                 .map(|k| self.keys.idempotency(&topic.name, k));

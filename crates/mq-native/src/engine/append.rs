@@ -217,10 +217,14 @@ impl Engine {
                 } => {
                     let (partition, check, visible_at_us) = (*partition, *check, *visible_at_us);
                     let id = message.id().unwrap_or_default();
+                    // Rounded up, so a due time is never reached early.
                     let due = message
                         .deliver_at()
                         .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                        .map(|d| d.as_micros() as u64)
+                        .map(|d| {
+                            d.as_micros() as u64
+                                + u64::from(!d.subsec_nanos().is_multiple_of(1_000))
+                        })
                         .filter(|due| *due > now && visible_at_us.is_none());
                     let (place, offset) = match due {
                         Some(due) => {

@@ -337,7 +337,10 @@ mod tests {
 
     #[test]
     fn due_times_round_up_to_the_millisecond() {
-        assert_eq!(millis_ceil(UNIX_EPOCH + Duration::from_micros(1_000_001)), 1_001);
+        assert_eq!(
+            millis_ceil(UNIX_EPOCH + Duration::from_micros(1_000_001)),
+            1_001
+        );
         assert_eq!(millis_ceil(UNIX_EPOCH + Duration::from_millis(7)), 7);
     }
 

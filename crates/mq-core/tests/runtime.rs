@@ -110,3 +110,100 @@ async fn longest_names_still_retry_and_dead_letter() {
     consumer.shutdown().await.unwrap();
     assert_eq!(*attempts.lock(), vec![1, 2]);
 }
+
+/// The memory broker, refusing publishes to one topic as a broker refuses
+/// a destination that was deleted.
+struct Refusing {
+    inner: MemoryDriver,
+    refused: &'static str,
+}
+
+#[mq_core::async_trait]
+impl mq_core::driver::Driver for Refusing {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+    fn capabilities(&self) -> mq_core::Capabilities {
+        mq_core::driver::Driver::capabilities(&self.inner)
+    }
+    async fn publish(&self, batch: Vec<Message>) -> mq_core::Result<Vec<mq_core::Receipt>> {
+        if batch.iter().any(|m| m.topic() == self.refused) {
+            return Err(mq_core::Error::Rejected(format!(
+                "{} does not exist",
+                self.refused
+            )));
+        }
+        self.inner.publish(batch).await
+    }
+    async fn begin(&self) -> mq_core::Result<Box<dyn mq_core::driver::DriverTransaction>> {
+        self.inner.begin().await
+    }
+    async fn subscribe(
+        &self,
+        spec: mq_core::driver::SubscribeSpec,
+    ) -> mq_core::Result<Box<dyn mq_core::driver::DriverSubscription>> {
+        self.inner.subscribe(spec).await
+    }
+    async fn ensure_topic(&self, topic: &str, spec: &mq_core::TopicSpec) -> mq_core::Result<()> {
+        self.inner.ensure_topic(topic, spec).await
+    }
+    async fn delete_topic(&self, topic: &str) -> mq_core::Result<()> {
+        self.inner.delete_topic(topic).await
+    }
+    async fn lag(
+        &self,
+        topic: &str,
+        group: &str,
+    ) -> mq_core::Result<Vec<mq_core::driver::PartitionLag>> {
+        self.inner.lag(topic, group).await
+    }
+    async fn close(&self) -> mq_core::Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_delayed_message_does_not_hold_up_the_others() {
+    let config = "memory://?delay=emulated".parse().unwrap();
+    let driver = Refusing {
+        inner: MemoryDriver::from_config(&config).unwrap(),
+        refused: "gone",
+    };
+    let client = Client::new(driver);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = client
+        .consumer("reminders", "app")
+        .run(handler_fn(move |d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                tx.send(d.message().payload_str()?.to_owned())?;
+                HandlerResult::Ok(())
+            }
+        }))
+        .await
+        .unwrap();
+    let producer = client.producer();
+    let delay = Duration::from_millis(300);
+    producer
+        .send(Message::new("gone", "lost destination").with_delay(delay))
+        .await
+        .unwrap();
+    producer
+        .send(Message::new("reminders", "still delivered").with_delay(delay))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx).await, "still delivered");
+    consumer.shutdown().await.unwrap();
+    let set_aside: u64 = client
+        .driver()
+        .lag("__mq.delay.dlq", mq_core::client::DEAD_LETTER_GROUP)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.lag)
+        .sum();
+    assert_eq!(
+        set_aside, 1,
+        "the refused message is kept in the delay dead-letter topic"
+    );
+}

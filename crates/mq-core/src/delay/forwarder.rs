@@ -47,6 +47,39 @@ fn next_hop(message: Message, now: SystemTime) -> Option<Message> {
     }
 }
 
+/// Publishes `batch` one message at a time; a message the broker refuses
+/// for good goes to [`DEAD_LETTER_TOPIC`](super::DEAD_LETTER_TOPIC) with the
+/// reason. Fails only on errors worth retrying.
+async fn set_aside_refused(driver: &dyn Driver, batch: Vec<Message>, level_ms: u64) -> Result<()> {
+    for message in batch {
+        let Err(error) = driver.publish(vec![message.clone()]).await else {
+            continue;
+        };
+        if error.is_retryable() {
+            return Err(error);
+        }
+        tracing::error!(%error, level_ms, topic = message.topic(), "a due delayed message was refused; dead-lettering it");
+        // Created only when needed: keeps the dead letter until someone reads it.
+        crate::driver::join_group(
+            driver,
+            super::DEAD_LETTER_TOPIC,
+            crate::client::DEAD_LETTER_GROUP,
+        )
+        .await?;
+        let destination = message.topic().to_owned();
+        let mut dead = message.with_topic(super::DEAD_LETTER_TOPIC);
+        let headers = dead.headers_mut();
+        headers.insert(reserved::DLQ_TOPIC, destination);
+        headers.insert(reserved::DLQ_ERROR, error.to_string());
+        headers.insert(
+            reserved::DLQ_TIME,
+            crate::runtime::rfc3339(SystemTime::now()),
+        );
+        driver.publish(vec![dead]).await?;
+    }
+    Ok(())
+}
+
 async fn subscribe(driver: &dyn Driver, level_ms: u64) -> Result<Box<dyn DriverSubscription>> {
     let topic = level_topic(level_ms);
     driver.ensure_topic(&topic, &TopicSpec::new(1)).await?;
@@ -141,8 +174,17 @@ pub(super) async fn forward_level(
         if outgoing.is_empty() {
             continue;
         }
-        match driver.publish(outgoing).await {
-            Ok(_) => {
+        let published = match driver.publish(outgoing.clone()).await {
+            Err(error) if !error.is_retryable() => {
+                // One message the broker refuses for good (its destination
+                // was deleted, say) must not hold up the whole level: send
+                // the refused ones to the delay dead-letter topic instead.
+                set_aside_refused(driver.as_ref(), outgoing, level_ms).await
+            }
+            other => other.map(|_| ()),
+        };
+        match published {
+            Ok(()) => {
                 if let Err(error) = subscription.ack(tokens).await {
                     // The hop is published; the parked copy comes back and is
                     // forwarded again. Consumer-side dedup by id absorbs it.

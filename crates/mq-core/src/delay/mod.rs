@@ -28,6 +28,10 @@ pub(crate) const LEVELS_MS: [u64; 12] = [
     86_400_000,
 ];
 
+/// Where the forwarder puts due messages their destination refuses for
+/// good (retained by the dead-letter group, like every dead-letter topic).
+pub(crate) const DEAD_LETTER_TOPIC: &str = "__mq.delay.dlq";
+
 /// The consumer group the forwarders share.
 pub(crate) const FORWARDER_GROUP: &str = "__mq.delay";
 

@@ -34,5 +34,5 @@ pub use run::ConsumerHandle;
 pub(crate) use run::{RunSettings, Shared};
 pub use settle::DeadLetter;
 pub(crate) use settle::Settler;
-pub(crate) use settle::{from_millis, millis};
+pub(crate) use settle::{from_millis, millis, rfc3339};
 pub(crate) use worker::run_handler;

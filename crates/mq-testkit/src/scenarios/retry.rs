@@ -127,6 +127,17 @@ fn check_dead_letter(d: &Delivery, topic: &str, group: &str, attempts: u32, erro
     assert_eq!(d.key(), Some("k"));
 }
 
+/// A handler that counts its calls and fails each with `error()`.
+fn always_failing(calls: Arc<AtomicU32>, error: fn() -> HandlerError) -> impl mq_core::Handler {
+    handler_fn(move |_d: Delivery| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            HandlerResult::Err(error())
+        }
+    })
+}
+
 /// After `max_attempts` failures the message lands in `<topic>.dlq` with
 /// headers naming topic, group, attempts, last error and time.
 pub async fn dead_letter_after_max_attempts(ctx: &Context) -> Result<(), Skip> {
@@ -134,16 +145,7 @@ pub async fn dead_letter_after_max_attempts(ctx: &Context) -> Result<(), Skip> {
         let topic = ctx.topic(if ordered { "dlq-o" } else { "dlq-u" });
         let group = ctx.group("dlq");
         let calls = Arc::new(AtomicU32::new(0));
-        let handler = {
-            let calls = calls.clone();
-            handler_fn(move |_d: Delivery| {
-                let calls = calls.clone();
-                async move {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    HandlerResult::Err(HandlerError::retry("database is down"))
-                }
-            })
-        };
+        let handler = always_failing(calls.clone(), || HandlerError::retry("database is down"));
         let consumer = ctx
             .client
             .consumer(&topic, &group)
@@ -195,16 +197,7 @@ pub async fn reject_goes_to_dead_letter(ctx: &Context) -> Result<(), Skip> {
     let topic = ctx.topic("reject");
     let group = ctx.group("reject");
     let calls = Arc::new(AtomicU32::new(0));
-    let handler = {
-        let calls = calls.clone();
-        handler_fn(move |_d: Delivery| {
-            let calls = calls.clone();
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                HandlerResult::Err(HandlerError::reject("malformed order"))
-            }
-        })
-    };
+    let handler = always_failing(calls.clone(), || HandlerError::reject("malformed order"));
     let consumer = ctx
         .client
         .consumer(&topic, &group)

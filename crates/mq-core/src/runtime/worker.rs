@@ -2,6 +2,7 @@
 //! for ordered subscriptions, later for unordered ones) or dead-letter.
 
 use std::sync::Arc;
+use std::task::Poll;
 
 use tokio::task::JoinSet;
 
@@ -10,7 +11,9 @@ use crate::message::Delivery;
 use crate::runtime::handler::catch_panic;
 use crate::runtime::key_queue::KeyQueue;
 use crate::runtime::run::{drain, fetch_loop, Shared};
-use crate::runtime::{Handler, HandlerError};
+use crate::runtime::{Handler, HandlerError, HandlerResult};
+#[cfg(feature = "otel")]
+use crate::telemetry::{HandlerClock, ProcessTelemetry};
 
 /// Runs `handler` on `concurrency` workers fed by a key-ordered queue.
 pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) -> Result<()> {
@@ -19,9 +22,14 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
     for _ in 0..shared.settings.concurrency.max(1) {
         let (shared, queue, handler) = (shared.clone(), queue.clone(), handler.clone());
         workers.spawn(async move {
+            let mut caller = Caller::new(&shared, handler);
             let mut finished_key = None;
-            while let Some((key, delivery)) = queue.next(finished_key.take()).await {
-                let settled = handle_one(&shared, handler.as_ref(), &delivery).await;
+            loop {
+                let next = take_next(&queue, finished_key.take(), || caller.waited());
+                let Some((key, delivery)) = next.await else {
+                    break;
+                };
+                let settled = handle_one(&shared, &mut caller, &delivery).await;
                 if !settled {
                     // Stopping mid-retry: leave it unacked for redelivery, and
                     // keep later messages of the key from overtaking it.
@@ -44,9 +52,73 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
     fetched
 }
 
+/// The next item of `queue` (after releasing `finished`); calls `on_wait`
+/// first when there is none yet and the worker has to wait.
+async fn take_next(
+    queue: &KeyQueue<Delivery>,
+    finished: Option<Arc<str>>,
+    on_wait: impl FnOnce(),
+) -> Option<(Option<Arc<str>>, Delivery)> {
+    let next = queue.next(finished);
+    tokio::pin!(next);
+    match futures::poll!(next.as_mut()) {
+        Poll::Ready(item) => item,
+        Poll::Pending => {
+            on_wait();
+            next.await
+        }
+    }
+}
+
+/// One worker's way of calling the handler stack: traced and timed when
+/// telemetry is on.
+struct Caller {
+    handler: Arc<dyn Handler>,
+    #[cfg(feature = "otel")]
+    telemetry: Option<(ProcessTelemetry, HandlerClock)>,
+}
+
+impl Caller {
+    #[cfg_attr(not(feature = "otel"), allow(unused_variables))]
+    fn new(shared: &Shared, handler: Arc<dyn Handler>) -> Self {
+        Caller {
+            handler,
+            #[cfg(feature = "otel")]
+            telemetry: shared
+                .telemetry
+                .clone()
+                .map(|telemetry| (telemetry, HandlerClock::new())),
+        }
+    }
+
+    /// The worker waited (for work, or before an in-place retry).
+    fn waited(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some((_, clock)) = &mut self.telemetry {
+            clock.restart();
+        }
+    }
+
+    async fn call(&mut self, delivery: &Delivery) -> HandlerResult {
+        let work = catch_panic(self.handler.handle(delivery));
+        #[cfg(feature = "otel")]
+        if let Some((telemetry, clock)) = &mut self.telemetry {
+            let started = clock.start();
+            let result = if telemetry.traces() {
+                telemetry.trace(delivery, work).await
+            } else {
+                work.await
+            };
+            telemetry.record(&result, started, clock);
+            return result;
+        }
+        work.await
+    }
+}
+
 /// Handles `delivery` to completion. Returns false when the consumer is
 /// stopping before the message could be settled.
-async fn handle_one(shared: &Shared, handler: &dyn Handler, delivery: &Delivery) -> bool {
+async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -> bool {
     let settler = &shared.settler;
     let mut attempt = delivery.attempt;
     loop {
@@ -57,17 +129,7 @@ async fn handle_one(shared: &Shared, handler: &dyn Handler, delivery: &Delivery)
             view = delivery.with_attempt(attempt);
             &view
         };
-        #[cfg(feature = "otel")]
-        let handled = match &shared.telemetry {
-            Some(telemetry) => {
-                telemetry
-                    .instrument(current, catch_panic(handler.handle(current)))
-                    .await
-            }
-            None => catch_panic(handler.handle(current)).await,
-        };
-        #[cfg(not(feature = "otel"))]
-        let handled = catch_panic(handler.handle(current)).await;
+        let handled = caller.call(current).await;
         let outcome = match handled {
             Ok(()) => settler.ack_buffered(current).await,
             Err(HandlerError::Reject { reason }) => settler.dead_letter(current, reason).await,
@@ -80,6 +142,7 @@ async fn handle_one(shared: &Shared, handler: &dyn Handler, delivery: &Delivery)
                     if shared.pause_or_stop(pause).await {
                         return false;
                     }
+                    caller.waited();
                     attempt += 1;
                     continue;
                 } else {

@@ -174,10 +174,14 @@ impl Driver for NativeDriver {
                 "a topic needs at least one partition",
             ));
         }
-        self.inner
-            .engine
-            .topic_or_create(topic, Some(spec.partitions))?;
-        Ok(())
+        let engine = &self.inner.engine;
+        engine.check_topic_retention(spec.retention)?;
+        let topic = engine.topic_or_create(topic, Some(spec.partitions))?;
+        // An existing topic keeps its retention unless one is asked for.
+        match spec.retention {
+            Some(retention) => engine.set_topic_retention(&topic, Some(retention)),
+            None => Ok(()),
+        }
     }
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {

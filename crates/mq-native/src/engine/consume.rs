@@ -328,6 +328,6 @@ impl Engine {
         if let Some(t) = topics.get(name) {
             return Ok(t);
         }
-        topics.create(name, partitions.unwrap_or(self.options.partitions))
+        topics.create(name, partitions.unwrap_or(self.options.partitions), None)
     }
 }

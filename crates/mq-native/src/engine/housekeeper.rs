@@ -2,9 +2,8 @@
 //! applies retention.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use mq_core::Result;
 
@@ -151,68 +150,6 @@ impl Engine {
         if let Some(wait) = appended.wait {
             wait.blocking_recv()
                 .map_err(|_| mq_core::Error::Closed("native engine"))??;
-        }
-        Ok(())
-    }
-
-    /// Deletes whole segments past the retention age or size. Never the
-    /// active segment, nor one the last checkpoint does not cover, nor one
-    /// holding a pending delay.
-    pub fn enforce_retention(&self) -> Result<()> {
-        if self.options.retention.is_none() && self.options.retention_bytes.is_none() {
-            return Ok(());
-        }
-        let segments = self.log.all();
-        if segments.len() < 2 {
-            return Ok(());
-        }
-        let covered = self.checkpoint_position.load(Ordering::Acquire);
-        let pinned = {
-            let delay = self.delay.lock();
-            let committed = delay.done.committed();
-            delay
-                .index
-                .get(committed)
-                .ok()
-                .flatten()
-                .map_or(u64::MAX, |e| e.position)
-        };
-        let mut total: u64 = segments.iter().map(|s| s.len().unwrap_or(0)).sum();
-        let now = SystemTime::now();
-        let mut removed = false;
-        for pair in segments.windows(2) {
-            let (seg, next) = (&pair[0], &pair[1]);
-            if next.base > covered || next.base > pinned {
-                break;
-            }
-            let too_old = self.options.retention.is_some_and(|age| {
-                seg.modified()
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|a| a > age)
-            });
-            let too_big = self.options.retention_bytes.is_some_and(|max| total > max);
-            if !too_old && !too_big {
-                break;
-            }
-            let len = seg.len().unwrap_or(0);
-            self.log
-                .remove(seg.base)
-                .map_err(|e| io_error(format!("deleting {}", seg.path.display()), e))?;
-            total = total.saturating_sub(len);
-            removed = true;
-        }
-        if removed {
-            let log_start = self.log.first().map_or(0, |s| s.base);
-            for t in self.topics.read().all() {
-                for part in &t.partitions {
-                    let index = part.index.lock();
-                    let start = super::open::first_offset_at(&index, log_start)
-                        .map_err(|e| io_error("reading an index", e))?
-                        .unwrap_or_else(|| part.next.load(Ordering::Acquire));
-                    part.start.fetch_max(start, Ordering::AcqRel);
-                }
-            }
         }
         Ok(())
     }

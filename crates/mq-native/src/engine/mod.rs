@@ -10,6 +10,7 @@ mod flusher;
 mod housekeeper;
 mod open;
 mod read;
+mod retention;
 pub mod topics;
 pub mod writer;
 

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mq_core::driver::partition_for_key;
 use mq_core::Result;
@@ -52,18 +53,16 @@ pub struct Topic {
     /// Woken when records become visible or come back.
     pub changed: Notify,
     round_robin: AtomicU32,
+    /// The topic's own retention by age in milliseconds (0: only the
+    /// engine-wide retention applies).
+    retention_ms: AtomicU64,
     /// Set when the topic was deleted.
     pub deleted: AtomicBool,
 }
 
 impl Topic {
-    fn open(
-        id: u32,
-        name: &str,
-        partitions: u32,
-        root: &Path,
-        keep: &dyn Fn(u32) -> (u64, u64),
-    ) -> Result<Self> {
+    fn open(meta: &TopicMeta, root: &Path, keep: &dyn Fn(u32) -> (u64, u64)) -> Result<Self> {
+        let (id, name, partitions) = (meta.id, meta.name.as_str(), meta.partitions.max(1));
         let dir = root.join(id.to_string());
         std::fs::create_dir_all(&dir)
             .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
@@ -89,8 +88,26 @@ impl Topic {
             members: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             round_robin: AtomicU32::new(0),
+            retention_ms: AtomicU64::new(meta.retention_ms.unwrap_or(0)),
             deleted: AtomicBool::new(false),
         })
+    }
+
+    /// The topic's own retention by age, if it has one.
+    pub fn retention(&self) -> Option<Duration> {
+        match self.retention_ms.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    fn meta(&self) -> TopicMeta {
+        TopicMeta {
+            id: self.id,
+            name: self.name.to_string(),
+            partitions: self.partitions.len() as u32,
+            retention_ms: self.retention().map(|r| r.as_millis() as u64),
+        }
     }
 
     /// The partition for a message: by key hash (the shared stable hash), else round robin.
@@ -122,6 +139,8 @@ struct TopicMeta {
     id: u32,
     name: String,
     partitions: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -166,13 +185,7 @@ impl Topics {
             next_id: table.next_id.max(1),
         };
         for meta in table.topics {
-            let topic = Arc::new(Topic::open(
-                meta.id,
-                &meta.name,
-                meta.partitions.max(1),
-                &topics.root,
-                &|p| keep(meta.id, p),
-            )?);
+            let topic = Arc::new(Topic::open(&meta, &topics.root, &|p| keep(meta.id, p))?);
             topics.by_name.insert(topic.name.clone(), topic.clone());
             topics.by_id.insert(meta.id, topic);
             topics.next_id = topics.next_id.max(meta.id + 1);
@@ -198,15 +211,20 @@ impl Topics {
     }
 
     /// Creates a topic and makes the table durable before returning.
-    pub fn create(&mut self, name: &str, partitions: u32) -> Result<Arc<Topic>> {
+    pub fn create(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        retention: Option<Duration>,
+    ) -> Result<Arc<Topic>> {
         let id = self.next_id;
-        let topic = Arc::new(Topic::open(
+        let meta = TopicMeta {
             id,
-            name,
-            partitions.max(1),
-            &self.root,
-            &|_| (0, 0),
-        )?);
+            name: name.to_owned(),
+            partitions,
+            retention_ms: retention.map(retention_ms),
+        };
+        let topic = Arc::new(Topic::open(&meta, &self.root, &|_| (0, 0))?);
         self.next_id += 1;
         self.by_name.insert(topic.name.clone(), topic.clone());
         self.by_id.insert(id, topic.clone());
@@ -216,6 +234,19 @@ impl Topics {
             return Err(e);
         }
         Ok(topic)
+    }
+
+    /// Changes a topic's own retention and makes the table durable.
+    pub fn set_retention(&mut self, topic: &Topic, retention: Option<Duration>) -> Result<()> {
+        let before = topic.retention_ms.load(Ordering::Acquire);
+        let after = retention.map_or(0, retention_ms);
+        if before == after {
+            return Ok(());
+        }
+        topic.retention_ms.store(after, Ordering::Release);
+        self.save().inspect_err(|_| {
+            topic.retention_ms.store(before, Ordering::Release);
+        })
     }
 
     /// Deletes a topic: drops it from the table and removes its indexes.
@@ -234,19 +265,16 @@ impl Topics {
     fn save(&self) -> Result<()> {
         let table = TopicsFile {
             next_id: self.next_id,
-            topics: self
-                .all()
-                .iter()
-                .map(|t| TopicMeta {
-                    id: t.id,
-                    name: t.name.to_string(),
-                    partitions: t.partitions.len() as u32,
-                })
-                .collect(),
+            topics: self.all().iter().map(|t| t.meta()).collect(),
         };
         let bytes = serde_json::to_vec_pretty(&table)
             .map_err(|e| crate::error::backend(format!("encoding the topic table: {e}")))?;
         crate::fsutil::write_atomic(&self.file, &bytes)
             .map_err(|e| io_error(format!("writing {}", self.file.display()), e))
     }
+}
+
+/// A retention in whole milliseconds, at least 1 (0 means none in the table).
+fn retention_ms(retention: Duration) -> u64 {
+    (retention.as_millis() as u64).max(1)
 }

@@ -1,0 +1,203 @@
+//! Retention. The log is shared by every topic, so space comes back by
+//! deleting whole segments, by the engine-wide age (`retention`) and size
+//! (`retention_bytes`). A topic may also have its own, shorter, retention
+//! by age (`TopicSpec::with_retention`): its records past that age are
+//! expired by moving the partitions' start offsets past them (as Kafka's
+//! log start offset moves), so no group is served them and lag stops
+//! counting them; their bytes go with their segment. This is RocketMQ's
+//! split between a shared commit log and per-topic consume queues.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use mq_core::{Error, Result};
+
+use super::topics::{Partition, Topic};
+use super::{now_us, Engine};
+use crate::error::{corrupt, io_error};
+use crate::log::batch;
+use crate::log::LogReader;
+
+impl Engine {
+    /// Checks a topic's own retention against the engine's: a topic cannot
+    /// keep records longer than the segments holding them live.
+    pub fn check_topic_retention(&self, retention: Option<Duration>) -> Result<()> {
+        let Some(wanted) = retention else {
+            return Ok(());
+        };
+        if wanted.is_zero() {
+            return Err(Error::invalid(
+                "retention",
+                "0s",
+                "a topic's retention must be positive",
+            ));
+        }
+        match self.options.retention {
+            Some(engine) if wanted > engine => Err(Error::invalid(
+                "retention",
+                format!("{wanted:?}"),
+                format!(
+                    "longer than the engine's retention ({engine:?}), which deletes the shared \
+                     log's segments; raise `retention` in the native:// URL (0 keeps forever)"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives `topic` its own retention (checked with
+    /// [`check_topic_retention`](Self::check_topic_retention)) and expires
+    /// what is already past it.
+    pub fn set_topic_retention(&self, topic: &Topic, retention: Option<Duration>) -> Result<()> {
+        self.check_topic_retention(retention)?;
+        self.topics.write().set_retention(topic, retention)?;
+        self.expire_topic(topic, &mut LogReader::default())
+    }
+
+    /// Applies retention: expires records past their topic's own
+    /// retention, then deletes whole segments past the engine-wide age or
+    /// size.
+    pub fn enforce_retention(&self) -> Result<()> {
+        self.expire_topics()?;
+        self.delete_segments()
+    }
+
+    /// Deletes whole segments past the retention age or size. Never the
+    /// active segment, nor one the last checkpoint does not cover, nor one
+    /// holding a pending delay.
+    fn delete_segments(&self) -> Result<()> {
+        if self.options.retention.is_none() && self.options.retention_bytes.is_none() {
+            return Ok(());
+        }
+        let segments = self.log.all();
+        if segments.len() < 2 {
+            return Ok(());
+        }
+        let covered = self.checkpoint_position.load(Ordering::Acquire);
+        let pinned = {
+            let delay = self.delay.lock();
+            let committed = delay.done.committed();
+            delay
+                .index
+                .get(committed)
+                .ok()
+                .flatten()
+                .map_or(u64::MAX, |e| e.position)
+        };
+        let mut total: u64 = segments.iter().map(|s| s.len().unwrap_or(0)).sum();
+        let now = SystemTime::now();
+        let mut removed = false;
+        for pair in segments.windows(2) {
+            let (seg, next) = (&pair[0], &pair[1]);
+            if next.base > covered || next.base > pinned {
+                break;
+            }
+            let too_old = self.options.retention.is_some_and(|age| {
+                seg.modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|a| a > age)
+            });
+            let too_big = self.options.retention_bytes.is_some_and(|max| total > max);
+            if !too_old && !too_big {
+                break;
+            }
+            let len = seg.len().unwrap_or(0);
+            self.log
+                .remove(seg.base)
+                .map_err(|e| io_error(format!("deleting {}", seg.path.display()), e))?;
+            total = total.saturating_sub(len);
+            removed = true;
+        }
+        if removed {
+            let log_start = self.log.first().map_or(0, |s| s.base);
+            for t in self.topics.read().all() {
+                for part in &t.partitions {
+                    let first = super::open::first_offset_at(&part.index.lock(), log_start)
+                        .map_err(|e| io_error("reading an index", e))?;
+                    advance_start(
+                        part,
+                        first.unwrap_or_else(|| part.next.load(Ordering::Acquire)),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves every partition of topics with their own retention past the
+    /// records older than it.
+    fn expire_topics(&self) -> Result<()> {
+        let mut reader = LogReader::default();
+        for topic in self.topics.read().all() {
+            self.expire_topic(&topic, &mut reader)?;
+        }
+        Ok(())
+    }
+
+    fn expire_topic(&self, topic: &Topic, reader: &mut LogReader) -> Result<()> {
+        let Some(retention) = topic.retention() else {
+            return Ok(());
+        };
+        let cutoff_us = now_us().saturating_sub(retention.as_micros() as u64);
+        let mut moved = false;
+        for part in &topic.partitions {
+            let start = self.first_kept(topic, part, cutoff_us, reader)?;
+            moved |= advance_start(part, start);
+        }
+        if moved {
+            self.offsets_dirty.store(true, Ordering::Release);
+            topic.changed.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// The first offset of `part` in a batch written at or after
+    /// `cutoff_us`: a binary search over the index, reading each probed
+    /// batch's timestamp (batches are appended in time order).
+    fn first_kept(
+        &self,
+        topic: &Topic,
+        part: &Partition,
+        cutoff_us: u64,
+        reader: &mut LogReader,
+    ) -> Result<u64> {
+        let index_error = |e| io_error(format!("reading the index of {}", topic.name), e);
+        let start = part.start.load(Ordering::Acquire);
+        let (mut lo, mut hi) = {
+            let index = part.index.lock();
+            (index.find(start, 0).map_err(index_error)?, index.len())
+        };
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let Some(entry) = part.index.lock().get(mid).map_err(index_error)? else {
+                break;
+            };
+            let bytes = reader.batch_at(&self.log, entry.position)?;
+            let written_us = batch::parse_checked(&bytes)
+                .map_err(|e| corrupt(Path::new("log"), entry.position, e))?
+                .timestamp_us;
+            if written_us < cutoff_us {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let first = part.index.lock().get(lo).map_err(index_error)?;
+        Ok(first.map_or_else(|| part.visible.load(Ordering::Acquire), |e| e.key))
+    }
+}
+
+/// Moves `part`'s start offset forward to `start`, and every group's
+/// cursor past what is now gone (so lag stops counting it at once); true
+/// when it moved.
+fn advance_start(part: &Partition, start: u64) -> bool {
+    if part.start.fetch_max(start, Ordering::AcqRel) >= start {
+        return false;
+    }
+    for cursor in part.cursors.lock().values_mut() {
+        cursor.skip_to(start);
+    }
+    true
+}

@@ -84,10 +84,10 @@ impl Caller {
         Caller {
             handler,
             #[cfg(feature = "otel")]
-            telemetry: shared
-                .telemetry
-                .clone()
-                .map(|telemetry| (telemetry, HandlerClock::new())),
+            telemetry: shared.telemetry.clone().map(|telemetry| {
+                let clock = telemetry.handler_clock();
+                (telemetry, clock)
+            }),
         }
     }
 

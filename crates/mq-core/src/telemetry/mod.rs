@@ -63,6 +63,9 @@ pub struct Telemetry {
     /// exporter nearly free.
     tracer_kind: AtomicU8,
     metrics: Metrics,
+    /// Times handler calls; built once, as its first calibration takes
+    /// about a millisecond.
+    clock: quanta::Clock,
     process_as_child: bool,
     lag_interval: Option<Duration>,
 }
@@ -130,6 +133,7 @@ impl Telemetry {
             tracer,
             tracer_kind: AtomicU8::new(TRACER_UNKNOWN),
             metrics,
+            clock: quanta::Clock::new(),
             process_as_child: false,
             lag_interval: Some(Duration::from_secs(10)),
         }
@@ -169,6 +173,10 @@ impl Telemetry {
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
+    }
+
+    pub(crate) fn clock(&self) -> &quanta::Clock {
+        &self.clock
     }
 
     pub(crate) fn metrics(&self) -> &Metrics {

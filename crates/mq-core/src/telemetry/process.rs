@@ -173,6 +173,11 @@ impl ProcessTelemetry {
         in_span(self.start_span(delivery), work).await
     }
 
+    /// A clock for one worker's handler calls.
+    pub(crate) fn handler_clock(&self) -> HandlerClock {
+        HandlerClock::new(self.telemetry.clock().clone())
+    }
+
     /// Records the consumer metrics for one handler call that began at
     /// `started` (read from `clock`) and ends now.
     pub(crate) fn record(&self, result: &HandlerResult, started: u64, clock: &mut HandlerClock) {
@@ -195,9 +200,9 @@ pub(crate) struct HandlerClock {
 }
 
 impl HandlerClock {
-    pub(crate) fn new() -> Self {
+    fn new(clock: quanta::Clock) -> Self {
         HandlerClock {
-            clock: quanta::Clock::new(),
+            clock,
             previous_end: None,
         }
     }
@@ -328,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_busy_worker_reads_the_clock_once_per_call() {
-        let mut clock = HandlerClock::new();
+        let mut clock = HandlerClock::new(quanta::Clock::new());
         let first = clock.start();
         std::thread::sleep(Duration::from_millis(2));
         let took = clock.end_since(first);

@@ -13,7 +13,7 @@ use crate::runtime::key_queue::KeyQueue;
 use crate::runtime::run::{drain, fetch_loop, Shared};
 use crate::runtime::{Handler, HandlerError, HandlerResult};
 #[cfg(feature = "otel")]
-use crate::telemetry::{HandlerClock, ProcessTelemetry};
+use crate::telemetry::WorkerTelemetry;
 
 /// Runs `handler` on `concurrency` workers fed by a key-ordered queue.
 pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) -> Result<()> {
@@ -70,12 +70,12 @@ async fn take_next(
     }
 }
 
-/// One worker's way of calling the handler stack: traced and timed when
-/// telemetry is on.
+/// One worker's way of calling the handler stack: traced and measured
+/// when telemetry is on.
 struct Caller {
     handler: Arc<dyn Handler>,
     #[cfg(feature = "otel")]
-    telemetry: Option<(ProcessTelemetry, HandlerClock)>,
+    telemetry: Option<WorkerTelemetry>,
 }
 
 impl Caller {
@@ -84,35 +84,33 @@ impl Caller {
         Caller {
             handler,
             #[cfg(feature = "otel")]
-            telemetry: shared.telemetry.clone().map(|telemetry| {
-                let clock = telemetry.handler_clock();
-                (telemetry, clock)
-            }),
+            telemetry: shared.telemetry.as_ref().map(|t| t.for_worker()),
         }
     }
 
     /// The worker waited (for work, or before an in-place retry).
     fn waited(&mut self) {
         #[cfg(feature = "otel")]
-        if let Some((_, clock)) = &mut self.telemetry {
-            clock.restart();
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.waited();
         }
     }
 
     async fn call(&mut self, delivery: &Delivery) -> HandlerResult {
         let work = catch_panic(self.handler.handle(delivery));
         #[cfg(feature = "otel")]
-        if let Some((telemetry, clock)) = &mut self.telemetry {
-            let started = clock.start();
-            let result = if telemetry.traces() {
-                telemetry.trace(delivery, work).await
-            } else {
-                work.await
-            };
-            telemetry.record(&result, started, clock);
-            return result;
+        if let Some(telemetry) = &mut self.telemetry {
+            return telemetry.call(delivery, work).await;
         }
         work.await
+    }
+
+    /// The message of the last call is settled, or about to be retried in place.
+    fn settled(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(telemetry) = &mut self.telemetry {
+            telemetry.settled();
+        }
     }
 }
 
@@ -139,6 +137,7 @@ async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -
                     settler.dead_letter(current, error.to_string()).await
                 } else if shared.settings.ordered {
                     tracing::debug!(topic = current.topic(), attempt, %error, ?pause, "retrying in place");
+                    caller.settled();
                     if shared.pause_or_stop(pause).await {
                         return false;
                     }
@@ -156,6 +155,7 @@ async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -
                 tracing::warn!(%error, "releasing a message failed; it will be redelivered when the consumer leaves");
             }
         }
+        caller.settled();
         return true;
     }
 }

@@ -37,7 +37,7 @@ use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider};
 use opentelemetry::trace::{Span, Tracer, TracerProvider};
 
 pub(crate) use lag::spawn_lag_reporter;
-pub(crate) use process::{HandlerClock, ProcessTelemetry};
+pub(crate) use process::{ProcessTelemetry, WorkerTelemetry};
 pub use propagation::{extract_context, inject_context};
 pub(crate) use publish::PublishScope;
 

@@ -66,12 +66,30 @@ struct MetricAttributes {
     reject: Arc<[KeyValue]>,
 }
 
-impl MetricAttributes {
-    fn for_result(&self, result: &HandlerResult) -> &[KeyValue] {
+/// How a handler call ended, for the metric attributes.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok,
+    Retry,
+    Reject,
+}
+
+impl Outcome {
+    fn of(result: &HandlerResult) -> Self {
         match result {
-            Ok(()) => &self.ok,
-            Err(HandlerError::Retry { .. }) => &self.retry,
-            Err(HandlerError::Reject { .. }) => &self.reject,
+            Ok(()) => Outcome::Ok,
+            Err(HandlerError::Retry { .. }) => Outcome::Retry,
+            Err(HandlerError::Reject { .. }) => Outcome::Reject,
+        }
+    }
+}
+
+impl MetricAttributes {
+    fn for_outcome(&self, outcome: Outcome) -> &[KeyValue] {
+        match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::Retry => &self.retry,
+            Outcome::Reject => &self.reject,
         }
     }
 
@@ -156,73 +174,77 @@ impl ProcessTelemetry {
 }
 
 impl ProcessTelemetry {
-    /// Whether `process` spans go anywhere; when they do not, the handler
-    /// is called without a span around it.
-    pub(crate) fn traces(&self) -> bool {
-        !self.telemetry.tracer_is_noop()
-    }
-
-    /// Runs `work`, the handling of `delivery`, inside its `process` span
-    /// and marks a failure on it. Generic rather than a boxed layer: it sits
-    /// on every message's path.
-    pub(crate) async fn trace(
-        &self,
-        delivery: &Delivery,
-        work: impl Future<Output = HandlerResult>,
-    ) -> HandlerResult {
-        in_span(self.start_span(delivery), work).await
-    }
-
-    /// A clock for one worker's handler calls.
-    pub(crate) fn handler_clock(&self) -> HandlerClock {
-        HandlerClock::new(self.telemetry.clock().clone())
-    }
-
-    /// Records the consumer metrics for one handler call that began at
-    /// `started` (read from `clock`) and ends now.
-    pub(crate) fn record(&self, result: &HandlerResult, started: u64, clock: &mut HandlerClock) {
-        let took = clock.end_since(started);
-        record(&self.telemetry, &self.metric_attributes, 1, result, took);
-    }
-}
-
-/// Times handler calls for `messaging.process.duration` at one clock read
-/// per message while a worker is busy: a message the worker took without
-/// waiting starts when the previous call ended, so its time also covers
-/// settling the previous message and taking this one from the queue (well
-/// under a microsecond). After a wait the clock is read afresh. Reads are
-/// raw TSC ticks (quanta), converted only for the difference: with
-/// `Instant` pairs the clock alone cost more than the 5% of throughput
-/// telemetry may take.
-pub(crate) struct HandlerClock {
-    clock: quanta::Clock,
-    previous_end: Option<u64>,
-}
-
-impl HandlerClock {
-    fn new(clock: quanta::Clock) -> Self {
-        HandlerClock {
-            clock,
+    /// The telemetry of one worker of this consumer.
+    pub(crate) fn for_worker(&self) -> WorkerTelemetry {
+        WorkerTelemetry {
+            clock: self.telemetry.clock().clone(),
+            process: self.clone(),
             previous_end: None,
+            started: 0,
+            outcome: Outcome::Ok,
         }
     }
+}
 
-    /// The worker waited (for work, or before an in-place retry): the next
-    /// call starts when it is made.
-    pub(crate) fn restart(&mut self) {
+/// One worker's `process` spans and consumer metrics.
+///
+/// `messaging.process.duration` covers a message's processing: the handler
+/// call and settling the message (ack, retry or dead letter). While the
+/// worker is busy one message starts where the previous one ended, so each
+/// takes one clock read, a raw TSC read (quanta) converted only for the
+/// difference: two `Instant` reads per message alone cost more than the 5%
+/// of throughput telemetry may take. The time between (taking the next
+/// message from the queue) is well under a microsecond. After a wait the
+/// clock is read afresh.
+pub(crate) struct WorkerTelemetry {
+    process: ProcessTelemetry,
+    clock: quanta::Clock,
+    /// When the previous message's processing ended, unless the worker
+    /// waited since.
+    previous_end: Option<u64>,
+    /// The message being processed: when it started, how its call ended.
+    started: u64,
+    outcome: Outcome,
+}
+
+impl WorkerTelemetry {
+    /// The worker waited (for work, or before an in-place retry).
+    pub(crate) fn waited(&mut self) {
         self.previous_end = None;
     }
 
-    /// When the call about to be made starts.
-    pub(crate) fn start(&mut self) -> u64 {
-        self.previous_end.take().unwrap_or_else(|| self.clock.raw())
+    /// Runs `work`, the handler call for `delivery`, inside its `process`
+    /// span when spans go anywhere (without one when they do not). Generic
+    /// rather than a boxed layer: it sits on every message's path.
+    pub(crate) async fn call(
+        &mut self,
+        delivery: &Delivery,
+        work: impl Future<Output = HandlerResult>,
+    ) -> HandlerResult {
+        self.started = self.previous_end.take().unwrap_or_else(|| self.clock.raw());
+        let result = if self.process.telemetry.tracer_is_noop() {
+            work.await
+        } else {
+            in_span(self.process.start_span(delivery), work).await
+        };
+        self.outcome = Outcome::of(&result);
+        result
     }
 
-    /// Ends a call that started at `started`; returns how long it took.
-    fn end_since(&mut self, started: u64) -> Duration {
+    /// The message of the last call is settled, or about to be retried in
+    /// place: its processing ends now.
+    pub(crate) fn settled(&mut self) {
         let now = self.clock.raw();
         self.previous_end = Some(now);
-        Duration::from_nanos(self.clock.delta_as_nanos(started, now))
+        let took = Duration::from_nanos(self.clock.delta_as_nanos(self.started, now));
+        let process = &self.process;
+        record(
+            &process.telemetry,
+            &process.metric_attributes,
+            1,
+            self.outcome,
+            took,
+        );
     }
 }
 
@@ -244,10 +266,10 @@ fn record(
     telemetry: &Telemetry,
     metric_attributes: &MetricAttributes,
     count: u64,
-    result: &HandlerResult,
+    outcome: Outcome,
     took: Duration,
 ) {
-    let attributes = metric_attributes.for_result(result);
+    let attributes = metric_attributes.for_outcome(outcome);
     let metrics = telemetry.metrics();
     metrics.consumed.add(count, attributes);
     metrics
@@ -320,7 +342,7 @@ impl BatchHandler for TracedBatch {
             &self.telemetry,
             &self.metric_attributes,
             batch.len() as u64,
-            &result,
+            Outcome::of(&result),
             started.elapsed(),
         );
         result
@@ -330,22 +352,78 @@ impl BatchHandler for TracedBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_sdk::metrics::{
+        data::{AggregatedMetrics, MetricData},
+        InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+    };
 
-    #[test]
-    fn a_busy_worker_reads_the_clock_once_per_call() {
-        let mut clock = HandlerClock::new(quanta::Clock::new());
-        let first = clock.start();
-        std::thread::sleep(Duration::from_millis(2));
-        let took = clock.end_since(first);
-        assert!(took >= Duration::from_millis(2), "{took:?}");
-        let ended = clock.previous_end.expect("end kept");
-        // Taken without waiting: starts where the previous call ended.
-        assert_eq!(clock.start(), ended);
-        assert!(clock.previous_end.is_none());
+    /// Sum and count of the `messaging.process.duration` histogram.
+    fn process_durations(exporter: &InMemoryMetricExporter) -> (f64, u64) {
+        let mut out = (0.0, 0);
+        for resource in exporter.get_finished_metrics().expect("metrics") {
+            for scope in resource.scope_metrics() {
+                for metric in scope.metrics() {
+                    if metric.name() != "messaging.process.duration" {
+                        continue;
+                    }
+                    if let AggregatedMetrics::F64(MetricData::Histogram(h)) = metric.data() {
+                        for point in h.data_points() {
+                            out = (out.0 + point.sum(), out.1 + point.count());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_busy_worker_times_each_message_from_the_previous_end() {
+        let exporter = InMemoryMetricExporter::default();
+        let meters = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        let tracers = opentelemetry::trace::noop::NoopTracerProvider::new();
+        let telemetry = Arc::new(Telemetry::new(&tracers, &meters));
+        let process = ProcessTelemetry::new(telemetry, "memory", "t", "g");
+        let mut worker = process.for_worker();
+        let delivery = Delivery {
+            message: Arc::new(crate::Message::new("t", "x")),
+            group: Arc::from("g"),
+            partition: 0,
+            offset: Some(0),
+            attempt: 1,
+            first_seen: std::time::SystemTime::now(),
+            token: crate::driver::AckToken {
+                topic: Arc::from("t"),
+                partition: 0,
+                offset: 0,
+                tag: 0,
+            },
+            settler: None,
+        };
+        let sleep = || async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(())
+        };
+
+        worker.call(&delivery, sleep()).await.unwrap();
+        worker.settled();
+        let first_end = worker.previous_end.expect("end kept");
+        // Taken without waiting: starts where the previous one ended.
+        worker.call(&delivery, sleep()).await.unwrap();
+        assert_eq!(worker.started, first_end);
+        worker.settled();
         // After a wait the clock is read afresh.
-        clock.end_since(ended);
-        clock.restart();
-        std::thread::sleep(Duration::from_millis(1));
-        assert!(clock.start() > ended);
+        worker.waited();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        worker.call(&delivery, sleep()).await.unwrap();
+        worker.settled();
+
+        meters.force_flush().unwrap();
+        let (sum, count) = process_durations(&exporter);
+        assert_eq!(count, 3);
+        // Three calls of at least 5 ms; the 20 ms wait is not counted.
+        assert!((0.015..0.035).contains(&sum), "{sum}");
     }
 }

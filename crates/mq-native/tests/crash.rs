@@ -7,6 +7,8 @@
 //! moment, reopens the directory and checks that every acknowledged message
 //! is there, in order, exactly once, with no gaps; then repeats.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,27 +16,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
-use mq_core::{Config, Message, TopicSpec};
+use mq_core::{Message, TopicSpec};
 use mq_native::NativeDriver;
 use rand::Rng;
+use support::{fresh_dir, open};
 
 const TOPIC: &str = "seq";
-
-fn fresh_dir(name: &str) -> PathBuf {
-    tempfile::Builder::new()
-        .prefix(&format!("mq-native-{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir")
-        .keep()
-}
-
-async fn open(dir: &Path, options: &str) -> mq_core::Result<NativeDriver> {
-    NativeDriver::open(&Config::from_url(&format!(
-        "native://{}?{options}",
-        dir.display()
-    ))?)
-    .await
-}
 
 /// Every payload of `topic`, in offset order, read by a fresh group.
 async fn read_all(driver: &NativeDriver, topic: &str) -> mq_core::Result<Vec<String>> {

@@ -1,28 +1,14 @@
 //! What survives a restart: group offsets, pending delays, idempotency
 //! keys, atomic transactions; plus retention, the directory lock and bad input.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use mq_core::driver::{Driver, DriverSubscription, StartFrom, SubscribeSpec};
-use mq_core::{Client, Config, Error, Message, MessageId, TopicSpec};
+use mq_core::{Client, Error, Message, MessageId, TopicSpec};
 use mq_native::NativeDriver;
-
-fn fresh_dir(name: &str) -> PathBuf {
-    tempfile::Builder::new()
-        .prefix(&format!("mq-native-{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir")
-        .keep()
-}
-
-async fn open(dir: &Path, options: &str) -> mq_core::Result<NativeDriver> {
-    NativeDriver::open(&Config::from_url(&format!(
-        "native://{}?{options}",
-        dir.display()
-    ))?)
-    .await
-}
+use support::{fresh_dir, open};
 
 fn msg(topic: &str, body: &str) -> Message {
     Message::new(topic, body.to_owned()).with_id(MessageId::new())

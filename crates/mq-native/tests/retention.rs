@@ -2,28 +2,14 @@
 //! counted as lag, the setting survives a restart, and a retention the
 //! engine cannot honour is refused by name.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::time::Duration;
 
 use mq_core::driver::{Driver, DriverSubscription, RawDelivery, StartFrom, SubscribeSpec};
-use mq_core::{Config, Error, Message, MessageId, TopicSpec};
+use mq_core::{Error, Message, MessageId, TopicSpec};
 use mq_native::NativeDriver;
-
-fn fresh_dir(name: &str) -> PathBuf {
-    tempfile::Builder::new()
-        .prefix(&format!("mq-native-{name}-"))
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .expect("temp dir")
-        .keep()
-}
-
-async fn open(dir: &Path, options: &str) -> mq_core::Result<NativeDriver> {
-    NativeDriver::open(&Config::from_url(&format!(
-        "native://{}?{options}",
-        dir.display()
-    ))?)
-    .await
-}
+use support::{fresh_dir, open};
 
 async fn publish(driver: &NativeDriver, topic: &str, bodies: std::ops::Range<u32>) {
     driver

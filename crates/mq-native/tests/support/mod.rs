@@ -1,0 +1,26 @@
+//! What the native engine's test files share: scratch directories and
+//! opening a driver on one.
+
+use std::path::{Path, PathBuf};
+
+use mq_core::Config;
+use mq_native::NativeDriver;
+
+/// A new directory under the target's temp dir, kept after the test for
+/// inspection.
+pub fn fresh_dir(name: &str) -> PathBuf {
+    tempfile::Builder::new()
+        .prefix(&format!("mq-native-{name}-"))
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("temp dir")
+        .keep()
+}
+
+/// Opens `dir` with URL query `options`.
+pub async fn open(dir: &Path, options: &str) -> mq_core::Result<NativeDriver> {
+    NativeDriver::open(&Config::from_url(&format!(
+        "native://{}?{options}",
+        dir.display()
+    ))?)
+    .await
+}

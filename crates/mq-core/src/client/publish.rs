@@ -9,7 +9,8 @@ use crate::delay::DelayEmulator;
 use crate::driver::{Capabilities, Driver, DriverTransaction, Support};
 use crate::error::{Error, Result};
 use crate::message::{
-    reserved, validate_any_topic, validate_header_name, validate_topic, Message, Receipt,
+    reserved, validate_any_topic, validate_header_name, validate_topic, IdSequence, Message,
+    MessageId, Receipt,
 };
 
 /// Who is publishing: users may not touch reserved topics and headers; the
@@ -33,6 +34,16 @@ pub(crate) struct Publisher {
 struct Prepared {
     message: Message,
     delayed_destination: Option<Arc<str>>,
+}
+
+/// What the messages of one batch share while they are prepared.
+struct BatchState {
+    origin: Origin,
+    now: SystemTime,
+    /// The last topic name that passed validation.
+    valid_topic: Option<Arc<str>>,
+    /// Ids for the messages that come without one.
+    ids: IdSequence,
 }
 
 impl Publisher {
@@ -61,15 +72,21 @@ impl Publisher {
         }
     }
 
-    fn prepare(&self, mut message: Message, origin: Origin, now: SystemTime) -> Result<Prepared> {
-        match origin {
-            Origin::User => {
-                validate_topic(message.topic())?;
-                for (name, _) in message.headers().iter() {
-                    validate_header_name(name)?;
-                }
+    fn prepare(&self, mut message: Message, batch: &mut BatchState) -> Result<Prepared> {
+        let now = batch.now;
+        // A batch usually goes to one or a few topics: a name equal to the
+        // last one that passed needs no second check.
+        if batch.valid_topic.as_deref() != Some(message.topic()) {
+            match batch.origin {
+                Origin::User => validate_topic(message.topic())?,
+                Origin::Internal => validate_any_topic(message.topic())?,
             }
-            Origin::Internal => validate_any_topic(message.topic())?,
+            batch.valid_topic = Some(message.topic_arc().clone());
+        }
+        if batch.origin == Origin::User {
+            for (name, _) in message.headers().iter() {
+                validate_header_name(name)?;
+            }
         }
         let size = message.encoded_len();
         if size > self.capabilities.max_message_bytes {
@@ -78,7 +95,7 @@ impl Publisher {
                 limit: self.capabilities.max_message_bytes,
             });
         }
-        message.set_id_if_absent();
+        message.set_id_if_absent(&mut batch.ids);
         if message.idempotency_key().is_some()
             && self.capabilities.idempotent_publish != Support::Native
         {
@@ -131,11 +148,16 @@ impl Publisher {
         batch: Vec<Message>,
         origin: Origin,
     ) -> Result<(Vec<Message>, Vec<Option<Arc<str>>>)> {
-        let now = SystemTime::now();
+        let mut state = BatchState {
+            origin,
+            now: SystemTime::now(),
+            valid_topic: None,
+            ids: MessageId::sequence(batch.iter().filter(|m| m.id().is_none()).count()),
+        };
         let mut messages = Vec::with_capacity(batch.len());
         let mut destinations = Vec::with_capacity(batch.len());
         for message in batch {
-            let prepared = self.prepare(message, origin, now)?;
+            let prepared = self.prepare(message, &mut state)?;
             messages.push(prepared.message);
             destinations.push(prepared.delayed_destination);
         }

@@ -11,7 +11,8 @@ pub mod reserved;
 
 pub use delivery::Delivery;
 pub use headers::Headers;
-pub use message::{Message, MessageId};
+pub(crate) use message::IdSequence;
+pub use message::{Message, MessageId, MessageParts};
 pub(crate) use names::validate_any_topic;
 pub use names::{
     is_reserved_header, validate_group, validate_header_name, validate_topic, MAX_GROUP_LEN,

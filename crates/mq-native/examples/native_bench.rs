@@ -7,7 +7,12 @@
 //! Env: `MQ_BENCH_MESSAGES` (messages per produce run, default 2,000,000),
 //! `MQ_BENCH_DIR` (where data goes, default the system temp dir),
 //! `MQ_BENCH_RECOVERY_GIB` (log size for the kill -9 reopen row, default 1;
-//! 0 skips it), `MQ_BENCH_QUICK` (stop after the never-mode throughput rows).
+//! 0 skips it), `MQ_BENCH_QUICK` (stop after the never-mode throughput rows),
+//! `MQ_BENCH_RSS_MESSAGES` (opt in: produce that many messages with
+//! `fsync=never` and sample RSS at each tenth, to show memory does not grow
+//! with the log), `MQ_BENCH_REDIS` (`host:port` of the Redis that
+//! `redis-benchmark` runs its XADD peer row against, default
+//! 127.0.0.1:6379).
 //! Prints a table; every number is measured by this run.
 
 use std::path::{Path, PathBuf};
@@ -107,6 +112,76 @@ async fn produce(client: &Client, topic: &str, total: u64, producers: u64, batch
         t.await.expect("producer");
     }
     (per * producers) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `redis-benchmark` pipelining XADDs of `PAYLOAD`-byte values into one
+/// fresh stream, the peer for native `fsync=always` produce: its
+/// requests per second, or why there is none. The stream is deleted after.
+fn redis_xadd(total: u64) -> Result<f64, String> {
+    let addr = std::env::var("MQ_BENCH_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("MQ_BENCH_REDIS={addr} is not host:port"))?;
+    let key = format!("mq-native-bench-{}", std::process::id());
+    let value = "x".repeat(PAYLOAD);
+    let output = std::process::Command::new("redis-benchmark")
+        .args([
+            "-h",
+            host,
+            "-p",
+            port,
+            "-P",
+            "64",
+            "-n",
+            &total.to_string(),
+            "-q",
+        ])
+        .args(["XADD", &key, "*", "f", &value])
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "redis-benchmark is not installed".to_owned(),
+            _ => format!("running redis-benchmark failed: {e}"),
+        })?;
+    let _ = std::process::Command::new("redis-cli")
+        .args(["-h", host, "-p", port, "DEL", &key])
+        .output();
+    let text = String::from_utf8_lossy(&output.stdout);
+    // Progress lines end in \r; the result is "<command>: <n> requests per second, ...".
+    text.split(['\r', '\n'])
+        .filter_map(|line| line.split_once(" requests per second"))
+        .filter_map(|(head, _)| head.rsplit(' ').next()?.parse::<f64>().ok())
+        .next_back()
+        .ok_or_else(|| {
+            let err = String::from_utf8_lossy(&output.stderr);
+            let said = [text.trim(), err.trim()].join(" ");
+            format!(
+                "no result from redis-benchmark against {addr}: {}",
+                said.trim()
+            )
+        })
+}
+
+/// Produces `total` messages with `fsync=never` in ten equal parts and
+/// samples RSS after each: `(before, samples)` in MiB.
+async fn rss_while_producing(total: u64) -> (f64, Vec<f64>) {
+    let dir = scratch("rss");
+    let driver = open(&dir, "fsync=never").await;
+    let client = Client::new(driver);
+    client
+        .admin()
+        .ensure_topic("rss", TopicSpec::new(8))
+        .await
+        .expect("topic");
+    let before = rss_mib();
+    let mut samples = Vec::with_capacity(10);
+    for _ in 0..10 {
+        produce(&client, "rss", total / 10, 4, 1000).await;
+        samples.push(rss_mib());
+    }
+    client.close().await.expect("close");
+    drop(client);
+    let _ = std::fs::remove_dir_all(&dir);
+    (before, samples)
 }
 
 /// Reads `total` messages with a fresh group straight from the driver.
@@ -449,6 +524,31 @@ async fn run() -> Vec<Row> {
         value: fmt(rate),
         note: "group commit: one fsync per flush of all waiting sends".into(),
     });
+    let always = produce(&client, "bench", n, 64, 1000).await;
+    eprintln!("produce always batch 1000: {always:.0}");
+    rows.push(Row {
+        what: format!("produce {PAYLOAD} B, fsync=always, 64 producers x send_batch(1000)"),
+        value: fmt(always),
+        note: format!("{n} msgs; acked after fsync"),
+    });
+    match redis_xadd(n) {
+        Ok(redis) => {
+            eprintln!("redis-benchmark xadd: {redis:.0}");
+            rows.push(Row {
+                what: format!("peer: redis-benchmark -P 64 XADD, {PAYLOAD} B values, one stream"),
+                value: format!("{redis:.0} requests/s"),
+                note: format!(
+                    "{n} XADDs, same run; native fsync=always 64 x send_batch(1000) / redis = {:.2}x (target 3x)",
+                    always / redis
+                ),
+            });
+        }
+        Err(why) => rows.push(Row {
+            what: "peer: redis-benchmark -P 64 XADD".into(),
+            value: "not measured".into(),
+            note: why,
+        }),
+    }
     let single = (n / 10).max(64_000);
     let rate = produce(&client, "bench", single, 64, 1).await;
     eprintln!("produce always single: {rate:.0}");
@@ -528,6 +628,23 @@ async fn run() -> Vec<Row> {
             note: "checkpoint.json deleted: CRC check and re-index of the whole log".into(),
         });
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    let rss_messages = env_u64("MQ_BENCH_RSS_MESSAGES", 0);
+    if rss_messages > 0 {
+        let (before, samples) = rss_while_producing(rss_messages).await;
+        let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = samples.iter().copied().fold(0.0, f64::max);
+        let list: Vec<String> = samples.iter().map(|s| format!("{s:.0}")).collect();
+        rows.push(Row {
+            what: format!(
+                "RSS while producing {rss_messages} msgs, fsync=never, 4 producers x send_batch(1000)"
+            ),
+            value: format!("min {min:.0} MiB, max {max:.0} MiB"),
+            note: format!(
+                "{before:.0} MiB before; after each tenth: {} MiB",
+                list.join(", ")
+            ),
+        });
     }
     let _ = driver_rate;
     rows

@@ -13,6 +13,7 @@ use super::read::Found;
 use super::topics::Topic;
 use super::Engine;
 use crate::group::cursor::{Cursor, MemberId, Taken};
+use crate::log::keys::Keys;
 use crate::log::LogReader;
 
 /// Records `take` picked but did not hand out.
@@ -34,14 +35,23 @@ struct Deliver<'a> {
 }
 
 impl Deliver<'_> {
-    fn deliver(&mut self, offset: u64, count: u32, first_seen: SystemTime, found: Found) {
+    fn deliver(
+        &mut self,
+        offset: u64,
+        count: u32,
+        first_seen: SystemTime,
+        found: &Found<'_>,
+        keys: &mut Keys,
+    ) -> Result<()> {
         if let Some(at) = found.visible_at_us.filter(|at| *at > self.wall_us) {
             self.left.hidden.push((offset, at));
-            return;
+            return Ok(());
         }
         let partition = self.partition;
+        // Built straight into the pushed delivery: a message is large, and
+        // every extra step it passes through by value is a copy of it.
         self.out.push(RawDelivery {
-            message: found.message,
+            message: found.message(&self.topic.name, keys)?,
             partition,
             offset: Some(offset),
             delivery_count: count,
@@ -53,6 +63,7 @@ impl Deliver<'_> {
                 tag: u64::from(self.topic.id),
             },
         });
+        Ok(())
     }
 }
 
@@ -193,13 +204,20 @@ impl Engine {
         };
         let Taken { again, fresh } = taken;
         for &(offset, count, first_seen) in again {
-            let mut hit = None;
-            self.read_range(topic, partition, offset..offset + 1, 1, reader, |f| {
-                hit = Some(f)
-            })?;
-            match hit {
-                Some(f) => to.deliver(offset, count, first_seen, f),
-                None => to.left.missing.push(offset),
+            let mut hit = false;
+            self.read_range(
+                topic,
+                partition,
+                offset..offset + 1,
+                1,
+                reader,
+                |f, keys| {
+                    hit = true;
+                    to.deliver(offset, count, first_seen, &f, keys)
+                },
+            )?;
+            if !hit {
+                to.left.missing.push(offset);
             }
         }
         if let (Some(first), Some(last)) = (fresh.first(), fresh.last()) {
@@ -207,14 +225,24 @@ impl Engine {
             // Both in offset order; the log may hold offsets the cursor
             // skipped as already acked.
             let mut wanted = fresh.iter().peekable();
-            self.read_range(topic, partition, first.0..last.0 + 1, span, reader, |f| {
-                while let Some(w) = wanted.next_if(|w| w.0 < f.offset) {
-                    to.left.missing.push(w.0);
-                }
-                if let Some(&(offset, count, first_seen)) = wanted.next_if(|w| w.0 == f.offset) {
-                    to.deliver(offset, count, first_seen, f);
-                }
-            })?;
+            self.read_range(
+                topic,
+                partition,
+                first.0..last.0 + 1,
+                span,
+                reader,
+                |f, keys| {
+                    while let Some(w) = wanted.next_if(|w| w.0 < f.offset) {
+                        to.left.missing.push(w.0);
+                    }
+                    match wanted.next_if(|w| w.0 == f.offset) {
+                        Some(&(offset, count, first_seen)) => {
+                            to.deliver(offset, count, first_seen, &f, keys)
+                        }
+                        None => Ok(()),
+                    }
+                },
+            )?;
             to.left.missing.extend(wanted.map(|w| w.0));
         }
         Ok(to.left)
@@ -248,12 +276,12 @@ impl Engine {
             let Some(c) = cursors.get_mut(group) else {
                 continue;
             };
-            c.ack(token.offset);
-            while let Some(next) =
-                tokens.next_if(|k| k.partition == token.partition && of(topic, k))
-            {
-                c.ack(next.offset);
-            }
+            let rest = std::iter::from_fn(|| {
+                tokens
+                    .next_if(|k| k.partition == token.partition && of(topic, k))
+                    .map(|k| k.offset)
+            });
+            c.ack_all(std::iter::once(token.offset).chain(rest));
         }
         self.offsets_dirty.store(true, Ordering::Release);
     }

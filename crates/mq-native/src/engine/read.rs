@@ -2,30 +2,45 @@
 //! the first wanted offset, then batches in index order.
 
 use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use mq_core::{Message, Result};
 
 use super::topics::Topic;
-
-/// A record read from a partition.
-pub struct Found {
-    /// Its offset.
-    pub offset: u64,
-    /// The message.
-    pub message: Message,
-    /// A promoted delay: not to be delivered before this time (µs since the epoch).
-    pub visible_at_us: Option<u64>,
-}
 use super::Engine;
 use crate::error::{corrupt, io_error};
-use crate::log::batch;
+use crate::log::batch::{self, MessageRecord};
+use crate::log::keys::Keys;
 use crate::log::LogReader;
+
+/// A record read from a partition, not yet decoded: a reader that skips it
+/// (a promoted delay not yet visible) pays nothing for its message.
+pub struct Found<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// A promoted delay: not to be delivered before this time (µs since the epoch).
+    pub visible_at_us: Option<u64>,
+    record: MessageRecord<'a>,
+    batch: &'a Bytes,
+    position: u64,
+    published: SystemTime,
+}
+
+impl Found<'_> {
+    /// The message, its payload sharing the read buffer.
+    pub fn message(&self, topic: &Arc<str>, keys: &mut Keys) -> Result<Message> {
+        self.record
+            .to_received(topic.clone(), self.batch, Some(self.published), keys)
+            .map_err(|e| corrupt(Path::new("log"), self.position, e))
+    }
+}
 
 impl Engine {
     /// Hands the records of `topic`/`partition` with offsets in `range` to
-    /// `visit`, in offset order, stopping after `max`. Records are decoded
-    /// one at a time, payloads sharing the read buffer.
+    /// `visit`, in offset order, stopping after `max`, with the reader's
+    /// shared keys to decode them with.
     pub fn read_range(
         &self,
         topic: &Topic,
@@ -33,7 +48,7 @@ impl Engine {
         range: std::ops::Range<u64>,
         max: usize,
         reader: &mut LogReader,
-        mut visit: impl FnMut(Found),
+        mut visit: impl FnMut(Found<'_>, &mut Keys) -> Result<()>,
     ) -> Result<()> {
         let (from, to) = (range.start, range.end);
         let Some(part) = topic.partitions.get(partition as usize) else {
@@ -78,14 +93,17 @@ impl Engine {
                         return Ok(());
                     }
                     left -= 1;
-                    let message = m
-                        .to_message(topic.name.clone(), &bytes, &mut reader.keys)
-                        .map_err(|e| corrupt(Path::new("log"), entry.position, e))?;
-                    visit(Found {
-                        offset: m.offset,
-                        message: message.with_published_at(published),
-                        visible_at_us: m.visible_at_us,
-                    });
+                    visit(
+                        Found {
+                            offset: m.offset,
+                            visible_at_us: m.visible_at_us,
+                            record: m,
+                            batch: &bytes,
+                            position: entry.position,
+                            published,
+                        },
+                        &mut reader.keys,
+                    )?;
                 }
                 k += 1;
             }

@@ -140,6 +140,11 @@ impl Cursor {
             }
         }
         let wall = SystemTime::now();
+        let fresh = visible.saturating_sub(self.next);
+        out.fresh.reserve(
+            room.saturating_sub(out.len())
+                .min(fresh.try_into().unwrap_or(usize::MAX)),
+        );
         while out.len() < room && self.next < visible {
             // One run per delivery count: records delivered before a
             // restart count twice.
@@ -197,9 +202,42 @@ impl Cursor {
     /// Acks `offset` if it is in flight; the committed offset moves over
     /// every acked prefix.
     pub fn ack(&mut self, offset: u64) {
-        if let Some((start, run)) = self.run_of(offset) {
-            self.settle(start, run);
-            self.acked.insert(offset);
+        self.ack_all([offset]);
+    }
+
+    /// Acks every offset of `offsets` that is in flight, as [`ack`](Self::ack)
+    /// one at a time would. Offsets from one fetch come in runs: each run
+    /// is looked up once, and its open count updated once.
+    pub fn ack_all(&mut self, offsets: impl IntoIterator<Item = u64>) {
+        // The run being acked: its start, its end, and offsets acked in it so far.
+        let mut current: Option<(u64, u64, u64)> = None;
+        for offset in offsets {
+            if !current.is_some_and(|(start, end, _)| (start..end).contains(&offset)) {
+                if let Some((start, _, acked)) = current.take() {
+                    self.settle_many(start, acked);
+                }
+                current = self.run_of(offset).map(|(start, run)| (start, run.end, 0));
+            }
+            if let Some((_, _, acked)) = current.as_mut() {
+                if !self.acked.contains(offset) {
+                    self.acked.insert(offset);
+                    *acked += 1;
+                }
+            }
+        }
+        if let Some((start, _, acked)) = current {
+            self.settle_many(start, acked);
+        }
+    }
+
+    /// `n` offsets of the run at `start` are settled.
+    fn settle_many(&mut self, start: u64, n: u64) {
+        if let Some(run) = self.runs.get_mut(&start) {
+            if run.open <= n {
+                self.runs.remove(&start);
+            } else {
+                run.open -= n;
+            }
         }
     }
 
@@ -392,6 +430,7 @@ mod tests {
     enum Op {
         Take(MemberId, usize),
         Ack(u64),
+        AckAll(Vec<u64>),
         GiveBack(u64),
         Hold(u64),
         MarkAcked(u64),
@@ -405,6 +444,14 @@ mod tests {
         prop_oneof![
             (1..3u64, 1..20usize).prop_map(|(m, r)| Op::Take(m, r)),
             (0..N).prop_map(Op::Ack),
+            // Runs of offsets, as a fetch's acks come, with strays and repeats.
+            proptest::collection::vec((0..N, 1..6u64), 1..6).prop_map(|runs| {
+                Op::AckAll(
+                    runs.into_iter()
+                        .flat_map(|(from, len)| from..(from + len).min(N))
+                        .collect(),
+                )
+            }),
             (0..N).prop_map(Op::GiveBack),
             (0..N).prop_map(Op::Hold),
             (0..N).prop_map(Op::MarkAcked),
@@ -452,6 +499,14 @@ mod tests {
                         c.ack(o);
                         if let State::Held(..) = model[o as usize] {
                             model[o as usize] = State::Acked;
+                        }
+                    }
+                    Op::AckAll(offsets) => {
+                        c.ack_all(offsets.iter().copied());
+                        for o in offsets {
+                            if let State::Held(..) = model[o as usize] {
+                                model[o as usize] = State::Acked;
+                            }
                         }
                     }
                     Op::GiveBack(o) => {

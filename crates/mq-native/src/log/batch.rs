@@ -26,9 +26,11 @@
 //! ```
 
 use std::fmt;
+use std::time::SystemTime;
 
 use super::keys::Keys;
 use bytes::Bytes;
+use mq_core::message::MessageParts;
 use mq_core::{Headers, Message, MessageId};
 
 /// Bytes before the first record.
@@ -478,30 +480,48 @@ impl MessageRecord<'_> {
         source: &Bytes,
         keys: &mut Keys,
     ) -> Result<Message, DecodeError> {
+        self.to_received(topic, source, None, keys)
+    }
+
+    /// [`to_message`](Self::to_message) for a consumer: also stamped with
+    /// the time its batch was published.
+    pub fn to_received(
+        &self,
+        topic: std::sync::Arc<str>,
+        source: &Bytes,
+        published_at: Option<SystemTime>,
+        keys: &mut Keys,
+    ) -> Result<Message, DecodeError> {
         let payload = if source.as_ptr_range().contains(&self.payload.as_ptr()) {
             source.slice_ref(self.payload)
         } else {
             Bytes::copy_from_slice(self.payload)
         };
-        let mut message = Message::new(topic, payload)
-            .with_id(MessageId::from_uuid(uuid::Uuid::from_bytes(self.id)));
-        if let Some(k) = self.key {
-            message = message.with_key(keys.get(utf8(k)?));
+        let key = match self.key {
+            Some(k) => Some(keys.get(k)?),
+            None => None,
+        };
+        let idempotency_key = match self.idempotency_key {
+            Some(k) => Some(std::sync::Arc::from(utf8(k)?)),
+            None => None,
+        };
+        let mut headers = Headers::new();
+        let mut r = Reader(self.headers);
+        for _ in 0..self.header_count {
+            let name = utf8(r.bytes()?)?;
+            let value = utf8(r.bytes()?)?;
+            headers.insert(name, value);
         }
-        if let Some(k) = self.idempotency_key {
-            message = message.with_idempotency_key(utf8(k)?);
-        }
-        if self.header_count > 0 {
-            let mut headers = Headers::new();
-            let mut r = Reader(self.headers);
-            for _ in 0..self.header_count {
-                let name = utf8(r.bytes()?)?;
-                let value = utf8(r.bytes()?)?;
-                headers.insert(name, value);
-            }
-            message = message.with_headers(headers);
-        }
-        Ok(message)
+        Ok(Message::from_parts(MessageParts {
+            topic,
+            key,
+            payload,
+            headers,
+            id: Some(MessageId::from_uuid(uuid::Uuid::from_bytes(self.id))),
+            idempotency_key,
+            deliver_at: None,
+            published_at,
+        }))
     }
 }
 

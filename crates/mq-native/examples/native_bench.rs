@@ -80,20 +80,24 @@ struct Row {
 /// `producers` tasks each send `total / producers` messages in batches of `batch`.
 async fn produce(client: &Client, topic: &str, total: u64, producers: u64, batch: u64) -> f64 {
     let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
+    // The application's keys: 64 of them, built once, as a service with a
+    // bounded key space would hold them.
+    let keys: Arc<[Arc<str>]> = (0..64).map(|k| Arc::from(format!("k{k}"))).collect();
+    let topic: Arc<str> = Arc::from(topic);
     let per = total / producers;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..producers {
         let producer = client.producer();
-        let (topic, payload) = (topic.to_owned(), payload.clone());
+        let (topic, payload, keys) = (topic.clone(), payload.clone(), keys.clone());
         tasks.push(tokio::spawn(async move {
             let mut sent = 0;
             while sent < per {
                 let n = batch.min(per - sent);
                 let msgs: Vec<Message> = (0..n)
                     .map(|i| {
-                        Message::new(topic.as_str(), payload.clone())
-                            .with_key(format!("k{}", (p * 7 + i) % 64))
+                        Message::new(topic.clone(), payload.clone())
+                            .with_key(keys[((p * 7 + i) % 64) as usize].clone())
                     })
                     .collect();
                 if n == 1 {

@@ -17,8 +17,10 @@
 //!   tracing-opentelemetry, nest under it.
 //! - **metrics**: `messaging.client.sent.messages`,
 //!   `messaging.client.consumed.messages`,
-//!   `messaging.client.operation.duration`, `messaging.process.duration`, and
-//!   the gauge `mq.consumer.lag` per topic, group and partition.
+//!   `messaging.client.operation.duration`, `messaging.process.duration`
+//!   (the handler call and settling its message: ack, retry or dead
+//!   letter), and the gauge `mq.consumer.lag` per topic, group and
+//!   partition.
 //!
 //! Attribute names follow the OpenTelemetry messaging semantic conventions.
 //! Without the feature none of this is compiled.

@@ -56,6 +56,9 @@ pub struct Engine {
     house: Mutex<bool>,
     house_cv: Condvar,
     checkpointing: Mutex<()>,
+    /// Held while retention runs: expiring a topic reads batches a
+    /// concurrent segment deletion could remove.
+    retaining: Mutex<()>,
     /// Position of the last checkpoint.
     pub checkpoint_position: AtomicU64,
     /// Set when a cursor changed since offsets were saved.

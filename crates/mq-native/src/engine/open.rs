@@ -178,6 +178,7 @@ impl Engine {
             house: Mutex::new(false),
             house_cv: Condvar::new(),
             checkpointing: Mutex::new(()),
+            retaining: Mutex::new(()),
             checkpoint_position: AtomicU64::new(ckpt.position),
             offsets_dirty: AtomicBool::new(false),
             next_member: AtomicU64::new(1),

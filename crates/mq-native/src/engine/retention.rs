@@ -52,6 +52,7 @@ impl Engine {
     pub fn set_topic_retention(&self, topic: &Topic, retention: Option<Duration>) -> Result<()> {
         self.check_topic_retention(retention)?;
         self.topics.write().set_retention(topic, retention)?;
+        let _one_at_a_time = self.retaining.lock();
         self.expire_topic(topic, &mut LogReader::default())
     }
 
@@ -59,6 +60,7 @@ impl Engine {
     /// retention, then deletes whole segments past the engine-wide age or
     /// size.
     pub fn enforce_retention(&self) -> Result<()> {
+        let _one_at_a_time = self.retaining.lock();
         self.expire_topics()?;
         self.delete_segments()
     }

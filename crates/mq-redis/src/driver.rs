@@ -71,6 +71,7 @@ impl Driver for RedisDriver {
         caps.transactions = Support::Native;
         caps.idempotent_publish = Support::Native;
         caps.ordering = Support::Native;
+        caps.topic_retention = Support::Native;
         caps.max_message_bytes = self.inner.max_message_bytes;
         caps.delay_precision = o.delay_poll + Duration::from_millis(50);
         caps.max_delay = Duration::from_secs(365 * 24 * 3600);

@@ -1,7 +1,7 @@
 //! [`Admin`]: topics and lag.
 
 use crate::client::Client;
-use crate::driver::{PartitionLag, TopicSpec};
+use crate::driver::{PartitionLag, Support, TopicSpec};
 use crate::error::Result;
 use crate::message::{validate_group, validate_topic};
 
@@ -12,7 +12,9 @@ pub struct Admin {
 }
 
 impl Admin {
-    /// Creates `topic` with `spec` if it does not exist yet.
+    /// Creates `topic` with `spec` if it does not exist yet. A retention in
+    /// `spec` on a backend that cannot drop a topic's old messages is
+    /// refused with [`Error::Unsupported`](crate::Error::Unsupported).
     pub async fn ensure_topic(&self, topic: &str, spec: TopicSpec) -> Result<()> {
         validate_topic(topic)?;
         if spec.partitions == 0 {
@@ -22,7 +24,16 @@ impl Admin {
                 "a topic needs at least one partition",
             ));
         }
-        self.client.inner.driver.ensure_topic(topic, &spec).await
+        let driver = &self.client.inner.driver;
+        if spec.retention.is_some()
+            && self.client.inner.capabilities.topic_retention == Support::Unsupported
+        {
+            return Err(crate::Error::unsupported(
+                "topic retention",
+                driver.backend(),
+            ));
+        }
+        driver.ensure_topic(topic, &spec).await
     }
 
     /// Deletes `topic` and its messages.

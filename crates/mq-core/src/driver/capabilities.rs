@@ -39,6 +39,9 @@ pub struct Capabilities {
     pub idempotent_publish: Support,
     /// Per-key ordered delivery within a group.
     pub ordering: Support,
+    /// Dropping a topic's messages older than its own retention
+    /// ([`TopicSpec::with_retention`](crate::TopicSpec::with_retention)).
+    pub topic_retention: Support,
     /// Largest message accepted, payload plus key and headers, in bytes.
     pub max_message_bytes: usize,
     /// How late a due delayed message may be delivered, at most, in normal operation.
@@ -58,6 +61,7 @@ impl Capabilities {
             transactions: Support::Unsupported,
             idempotent_publish: Support::Unsupported,
             ordering: Support::Native,
+            topic_retention: Support::Unsupported,
             max_message_bytes: 1024 * 1024,
             delay_precision: Duration::from_millis(100),
             max_delay: Duration::from_secs(365 * 24 * 3600),

@@ -72,7 +72,10 @@ impl TopicSpec {
         }
     }
 
-    /// Sets the retention by age.
+    /// Sets the retention by age: messages older than this are dropped
+    /// (native engine: expired for every group; Redis: trimmed by `MINID`).
+    /// Backends that cannot refuse it with `Error::Unsupported`; see
+    /// [`Capabilities::topic_retention`](crate::driver::Capabilities::topic_retention).
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = Some(retention);
         self

@@ -183,6 +183,8 @@ impl Driver for MemoryDriver {
             transactions: Support::Native,
             idempotent_publish: Support::Native,
             ordering: Support::Native,
+            // The memory broker keeps every message for the life of the process.
+            topic_retention: Support::Unsupported,
             max_message_bytes: options.max_message_bytes,
             delay_precision: Duration::from_millis(10),
             max_delay: Duration::from_secs(365 * 24 * 3600),

@@ -139,6 +139,7 @@ impl Driver for NativeDriver {
         caps.transactions = Support::Native;
         caps.idempotent_publish = Support::Native;
         caps.ordering = Support::Native;
+        caps.topic_retention = Support::Native;
         caps.max_message_bytes = o.max_message_bytes;
         caps.delay_precision = Duration::from_millis(10);
         caps.max_delay = Duration::from_secs(365 * 24 * 3600);

@@ -336,6 +336,40 @@ pub async fn invalid_input_errors(ctx: &Context) -> Result<(), Skip> {
         ),
         "{err:?}"
     );
+    let with_retention = || TopicSpec::new(1).with_retention(Duration::from_secs(3600));
+    let err = limited
+        .admin()
+        .ensure_topic(&topic, with_retention())
+        .await
+        .expect_err("topic retention");
+    assert!(
+        matches!(
+            err,
+            Error::Unsupported {
+                feature: "topic retention",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let kept = ctx
+        .client
+        .admin()
+        .ensure_topic(&topic, with_retention())
+        .await;
+    match ctx.capabilities().topic_retention {
+        Support::Unsupported => assert!(
+            matches!(
+                kept,
+                Err(Error::Unsupported {
+                    feature: "topic retention",
+                    ..
+                })
+            ),
+            "{kept:?}"
+        ),
+        _ => kept.expect("a backend with topic retention takes one"),
+    }
     if let Some(max) = ctx
         .capabilities()
         .max_delay
@@ -353,7 +387,7 @@ pub async fn invalid_input_errors(ctx: &Context) -> Result<(), Skip> {
     Ok(())
 }
 
-/// A real driver that hides two capabilities, to check how the core refuses them.
+/// A real driver that hides three capabilities, to check how the core refuses them.
 struct Limited(Arc<dyn Driver>);
 
 #[async_trait]
@@ -365,6 +399,7 @@ impl Driver for Limited {
         let mut caps = self.0.capabilities();
         caps.transactions = Support::Unsupported;
         caps.idempotent_publish = Support::Unsupported;
+        caps.topic_retention = Support::Unsupported;
         caps
     }
     async fn publish(&self, batch: Vec<Message>) -> mq_core::Result<Vec<Receipt>> {

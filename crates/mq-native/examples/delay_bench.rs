@@ -10,24 +10,18 @@
 //!
 //! `pending` defaults to 2,000,000. `MQ_BENCH_DIR` sets where data goes.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
 use mq_core::{Config, Message, MessageId, TopicSpec};
 use mq_native::NativeDriver;
+use support::{rss_mib, scratch};
 
 const BATCH: u64 = 1_000;
 const SOON: u64 = 1_000;
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
 
 async fn open(dir: &Path) -> NativeDriver {
     let url = format!("native://{}?fsync=never", dir.display());
@@ -46,11 +40,7 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000_000);
-    let base = std::env::var("MQ_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir());
-    let dir = base.join(format!("mq-native-delay-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = scratch("delay");
 
     let driver = open(&dir).await;
     driver

@@ -15,7 +15,9 @@
 //! 127.0.0.1:6379).
 //! Prints a table; every number is measured by this run.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
 use mq_core::{handler_fn, Client, Config, Delivery, HandlerResult, Message, MessageId, TopicSpec};
 use mq_native::NativeDriver;
+use support::{rss_mib, scratch};
 
 const PAYLOAD: usize = 100;
 
@@ -33,29 +36,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let base = std::env::var("MQ_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| std::env::temp_dir());
-    let dir = base.join(format!("mq-native-bench-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 async fn open(dir: &Path, options: &str) -> NativeDriver {
     let url = format!("native://{}?{options}", dir.display());
     NativeDriver::open(&Config::from_url(&url).expect("url"))
         .await
         .expect("open")
-}
-
-fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// CPU time (user + system) this process has used, in seconds: on a shared

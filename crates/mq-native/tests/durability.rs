@@ -5,25 +5,12 @@ mod support;
 
 use std::time::{Duration, SystemTime};
 
-use mq_core::driver::{Driver, DriverSubscription, StartFrom, SubscribeSpec};
+use mq_core::driver::{Driver, DriverSubscription};
 use mq_core::{Client, Error, Message, MessageId, TopicSpec};
-use mq_native::NativeDriver;
-use support::{fresh_dir, open};
+use support::{fresh_dir, open, sub};
 
 fn msg(topic: &str, body: &str) -> Message {
     Message::new(topic, body.to_owned()).with_id(MessageId::new())
-}
-
-async fn sub(driver: &NativeDriver, topic: &str, group: &str) -> Box<dyn DriverSubscription> {
-    driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: group.to_owned(),
-            start: StartFrom::Earliest,
-            prefetch: 100,
-        })
-        .await
-        .expect("subscribe")
 }
 
 async fn fetch(s: &dyn DriverSubscription, max: usize) -> Vec<mq_core::driver::RawDelivery> {

@@ -6,10 +6,10 @@ mod support;
 
 use std::time::Duration;
 
-use mq_core::driver::{Driver, DriverSubscription, RawDelivery, StartFrom, SubscribeSpec};
+use mq_core::driver::{Driver, DriverSubscription, RawDelivery};
 use mq_core::{Error, Message, MessageId, TopicSpec};
 use mq_native::NativeDriver;
-use support::{fresh_dir, open};
+use support::{fresh_dir, open, sub};
 
 async fn publish(driver: &NativeDriver, topic: &str, bodies: std::ops::Range<u32>) {
     driver
@@ -20,18 +20,6 @@ async fn publish(driver: &NativeDriver, topic: &str, bodies: std::ops::Range<u32
         )
         .await
         .expect("publish");
-}
-
-async fn sub(driver: &NativeDriver, topic: &str, group: &str) -> Box<dyn DriverSubscription> {
-    driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: group.to_owned(),
-            start: StartFrom::Earliest,
-            prefetch: 1000,
-        })
-        .await
-        .expect("subscribe")
 }
 
 /// Everything the subscription can fetch within a short wait, as bodies.

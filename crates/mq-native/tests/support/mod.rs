@@ -1,8 +1,12 @@
-//! What the native engine's test files share: scratch directories and
-//! opening a driver on one.
+//! What the native engine's test files share: scratch directories,
+//! opening a driver on one, joining a group.
+
+// Each test file uses a part of this module.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
+use mq_core::driver::{Driver, DriverSubscription, StartFrom, SubscribeSpec};
 use mq_core::Config;
 use mq_native::NativeDriver;
 
@@ -23,4 +27,18 @@ pub async fn open(dir: &Path, options: &str) -> mq_core::Result<NativeDriver> {
         dir.display()
     ))?)
     .await
+}
+
+/// Joins `group` on `topic` from the earliest record, holding at most 100
+/// unacked.
+pub async fn sub(driver: &NativeDriver, topic: &str, group: &str) -> Box<dyn DriverSubscription> {
+    driver
+        .subscribe(SubscribeSpec {
+            topics: vec![topic.to_owned()],
+            group: group.to_owned(),
+            start: StartFrom::Earliest,
+            prefetch: 100,
+        })
+        .await
+        .expect("subscribe")
 }

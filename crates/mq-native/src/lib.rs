@@ -30,7 +30,7 @@
 //!
 //! ```text
 //! DIR/LOCK                   flock held while open; holds "pid N" of the holder
-//! DIR/topics.json            topic table: {next_id, topics: [{id, name, partitions}]}
+//! DIR/topics.json            topic table: {next_id, topics: [{id, name, partitions, retention_ms?}]}
 //! DIR/log/<base:020>.log     commit-log segments; <base> = log position of byte 0
 //! DIR/index/<topic_id>/<p>.idx   partition index: 16-byte entries (first_offset, position)
 //! DIR/delay.idx              delay index: entry n = delayed message n: (due_us, position)
@@ -61,6 +61,14 @@
 //! corruption and opening fails naming the file and byte offset. Batches
 //! before `P` are checked (CRC) every time they are read; a corrupt one is
 //! reported, never served.
+//!
+//! ## Retention
+//!
+//! Space comes back by deleting whole segments of the shared log, by age
+//! (`retention`, default 7 days) and size (`retention_bytes`). A topic may
+//! also keep its records for less (`TopicSpec::with_retention`): its
+//! partitions' start offsets move past older records, which no group is
+//! served again, and their bytes go with their segment.
 //!
 //! ## Options
 //!

@@ -206,26 +206,16 @@ impl Message {
     /// );
     /// ```
     pub fn from_parts(parts: MessageParts) -> Self {
-        let MessageParts {
-            topic,
-            key,
-            payload,
-            headers,
-            id,
-            idempotency_key,
-            deliver_at,
-            published_at,
-        } = parts;
         Message {
-            topic,
-            key,
-            payload,
-            headers,
-            id,
-            idempotency_key,
-            deliver_at,
+            topic: parts.topic,
+            key: parts.key,
+            payload: parts.payload,
+            headers: parts.headers,
+            id: parts.id,
+            idempotency_key: parts.idempotency_key,
+            deliver_at: parts.deliver_at,
             delay: None,
-            published_at,
+            published_at: parts.published_at,
         }
     }
 

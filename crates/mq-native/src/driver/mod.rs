@@ -175,14 +175,10 @@ impl Driver for NativeDriver {
                 "a topic needs at least one partition",
             ));
         }
-        let engine = &self.inner.engine;
-        engine.check_topic_retention(spec.retention)?;
-        let topic = engine.topic_or_create(topic, Some(spec.partitions))?;
-        // An existing topic keeps its retention unless one is asked for.
-        match spec.retention {
-            Some(retention) => engine.set_topic_retention(&topic, Some(retention)),
-            None => Ok(()),
-        }
+        self.inner
+            .engine
+            .ensure_topic(topic, spec.partitions, spec.retention)?;
+        Ok(())
     }
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {

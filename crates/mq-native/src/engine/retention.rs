@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use mq_core::{Error, Result};
 
+use std::sync::Arc;
+
 use super::topics::{Partition, Topic};
 use super::{now_us, Engine};
 use crate::error::{corrupt, io_error};
@@ -20,12 +22,31 @@ use crate::log::batch;
 use crate::log::LogReader;
 
 impl Engine {
+    /// Creates `name` with `partitions` if it does not exist; with a
+    /// `retention`, gives the topic that retention (an existing topic keeps
+    /// its own otherwise) and expires what is already past it. A retention
+    /// the engine cannot honour is refused before anything is created.
+    pub fn ensure_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention: Option<Duration>,
+    ) -> Result<Arc<Topic>> {
+        if let Some(retention) = retention {
+            self.check_topic_retention(retention)?;
+        }
+        let topic = self.topic_or_create(name, Some(partitions))?;
+        if let Some(retention) = retention {
+            self.topics.write().set_retention(&topic, retention)?;
+            let _one_at_a_time = self.retaining.lock();
+            self.expire_topic(&topic, &mut LogReader::default())?;
+        }
+        Ok(topic)
+    }
+
     /// Checks a topic's own retention against the engine's: a topic cannot
     /// keep records longer than the segments holding them live.
-    pub fn check_topic_retention(&self, retention: Option<Duration>) -> Result<()> {
-        let Some(wanted) = retention else {
-            return Ok(());
-        };
+    fn check_topic_retention(&self, wanted: Duration) -> Result<()> {
         if wanted.is_zero() {
             return Err(Error::invalid(
                 "retention",
@@ -44,16 +65,6 @@ impl Engine {
             )),
             _ => Ok(()),
         }
-    }
-
-    /// Gives `topic` its own retention (checked with
-    /// [`check_topic_retention`](Self::check_topic_retention)) and expires
-    /// what is already past it.
-    pub fn set_topic_retention(&self, topic: &Topic, retention: Option<Duration>) -> Result<()> {
-        self.check_topic_retention(retention)?;
-        self.topics.write().set_retention(topic, retention)?;
-        let _one_at_a_time = self.retaining.lock();
-        self.expire_topic(topic, &mut LogReader::default())
     }
 
     /// Applies retention: expires records past their topic's own

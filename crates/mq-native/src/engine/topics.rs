@@ -237,9 +237,9 @@ impl Topics {
     }
 
     /// Changes a topic's own retention and makes the table durable.
-    pub fn set_retention(&mut self, topic: &Topic, retention: Option<Duration>) -> Result<()> {
+    pub fn set_retention(&mut self, topic: &Topic, retention: Duration) -> Result<()> {
         let before = topic.retention_ms.load(Ordering::Acquire);
-        let after = retention.map_or(0, retention_ms);
+        let after = retention_ms(retention);
         if before == after {
             return Ok(());
         }

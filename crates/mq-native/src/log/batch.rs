@@ -497,14 +497,11 @@ impl MessageRecord<'_> {
         } else {
             Bytes::copy_from_slice(self.payload)
         };
-        let key = match self.key {
-            Some(k) => Some(keys.get(k)?),
-            None => None,
-        };
-        let idempotency_key = match self.idempotency_key {
-            Some(k) => Some(std::sync::Arc::from(utf8(k)?)),
-            None => None,
-        };
+        let key = self.key.map(|k| keys.get(k)).transpose()?;
+        let idempotency_key = self
+            .idempotency_key
+            .map(|k| utf8(k).map(std::sync::Arc::from))
+            .transpose()?;
         let mut headers = Headers::new();
         let mut r = Reader(self.headers);
         for _ in 0..self.header_count {

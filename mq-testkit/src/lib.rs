@@ -7,7 +7,7 @@
 //! A backend crate runs the whole suite with one macro in a test file:
 //!
 //! ```ignore
-//! // crates/mq-redis/tests/conformance.rs
+//! // mq-redis/tests/conformance.rs
 //! mq_testkit::conformance_suite!(|| async {
 //!     mq_testkit::connect_or_skip("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0", |config| async move {
 //!         Ok(mq_core::Client::new(mq_redis::RedisDriver::connect(&config).await?))

@@ -154,7 +154,7 @@ fn not_yet_available(
 }
 
 /// The README's examples, compiled and run as doctests.
-#[doc = include_str!("../../../README.md")]
+#[doc = include_str!("../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 

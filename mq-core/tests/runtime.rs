@@ -144,6 +144,14 @@ impl mq_core::driver::Driver for Refusing {
     ) -> mq_core::Result<Box<dyn mq_core::driver::DriverSubscription>> {
         self.inner.subscribe(spec).await
     }
+    async fn ensure_group(
+        &self,
+        topic: &str,
+        group: &str,
+        start: mq_core::StartFrom,
+    ) -> mq_core::Result<()> {
+        self.inner.ensure_group(topic, group, start).await
+    }
     async fn ensure_topic(&self, topic: &str, spec: &mq_core::TopicSpec) -> mq_core::Result<()> {
         self.inner.ensure_topic(topic, spec).await
     }

@@ -15,7 +15,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
+use mq_core::driver::{Driver, SubscribeSpec};
 use mq_core::{Config, Message, MessageId, TopicSpec};
 use mq_native::NativeDriver;
 use support::{rss_mib, scratch};
@@ -83,12 +83,7 @@ async fn main() {
         .await
         .expect("topic");
     let sub = driver
-        .subscribe(SubscribeSpec {
-            topics: vec!["soon".into()],
-            group: "bench".into(),
-            start: StartFrom::Earliest,
-            prefetch: 1024,
-        })
+        .subscribe(SubscribeSpec::new(vec!["soon".into()], "bench").with_prefetch(1024))
         .await
         .expect("subscribe");
     let first_due = SystemTime::now() + Duration::from_millis(300);

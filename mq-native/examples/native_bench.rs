@@ -176,12 +176,7 @@ async fn rss_while_producing(total: u64) -> (f64, Vec<f64>) {
 /// Reads `total` messages with a fresh group straight from the driver.
 async fn consume_raw(driver: &NativeDriver, topic: &str, total: u64) -> f64 {
     let sub = driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: "bench-raw".into(),
-            start: StartFrom::Earliest,
-            prefetch: 4096,
-        })
+        .subscribe(SubscribeSpec::new(vec![topic.to_owned()], "bench-raw").with_prefetch(4096))
         .await
         .expect("subscribe");
     let start = Instant::now();
@@ -310,12 +305,7 @@ async fn delay_lateness(driver: &NativeDriver, topic: &str, count: u64) -> [Dura
         .await
         .expect("topic");
     let sub = driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: "bench-delay".into(),
-            start: StartFrom::Earliest,
-            prefetch: 256,
-        })
+        .subscribe(SubscribeSpec::new(vec![topic.to_owned()], "bench-delay").with_prefetch(256))
         .await
         .expect("subscribe");
     let start = SystemTime::now();

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mq_core::config::parse_duration;
+use mq_core::driver::options::{DEDUP_WINDOW, MAX_MESSAGE_BYTES, PARTITIONS};
 use mq_core::{Config, Error, Result};
 
 /// When appends are fsynced.
@@ -96,11 +97,11 @@ impl Options {
         if let Some(fsync) = r.take::<Fsync>("fsync")? {
             options.fsync = fsync;
         }
-        if let Some(p) = r.take::<u32>("partitions")? {
+        if let Some(p) = r.take::<u32>(PARTITIONS)? {
             if p == 0 {
-                return Err(Error::Config(
-                    "option partitions=0 is invalid: use at least 1".into(),
-                ));
+                return Err(Error::Config(format!(
+                    "option {PARTITIONS}=0 is invalid: use at least 1"
+                )));
             }
             options.partitions = p;
         }
@@ -112,15 +113,15 @@ impl Options {
             }
             options.segment_bytes = b;
         }
-        if let Some(m) = r.take::<usize>("max_message_bytes")? {
+        if let Some(m) = r.take::<usize>(MAX_MESSAGE_BYTES)? {
             if m == 0 || m > 256 * 1024 * 1024 {
                 return Err(Error::Config(format!(
-                    "option max_message_bytes={m} is invalid: use 1 to 268435456"
+                    "option {MAX_MESSAGE_BYTES}={m} is invalid: use 1 to 268435456"
                 )));
             }
             options.max_message_bytes = m;
         }
-        if let Some(w) = r.take_duration("dedup_window")? {
+        if let Some(w) = r.take_duration(DEDUP_WINDOW)? {
             options.dedup_window = w;
         }
         if let Some(age) = r.take_duration("retention")? {

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
+use mq_core::driver::{Driver, SubscribeSpec};
 use mq_core::{Message, TopicSpec};
 use mq_native::NativeDriver;
 use rand::Rng;
@@ -41,12 +41,7 @@ async fn read_group(
 ) -> mq_core::Result<Vec<String>> {
     let lag: u64 = driver.lag(topic, group).await?.iter().map(|p| p.lag).sum();
     let sub = driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: group.to_owned(),
-            start: StartFrom::Earliest,
-            prefetch: 1000,
-        })
+        .subscribe(SubscribeSpec::new(vec![topic.to_owned()], group).with_prefetch(1000))
         .await?;
     let mut got = Vec::new();
     while (got.len() as u64) < lag {

@@ -10,9 +10,10 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use mq_core::driver::clock::from_epoch_millis;
 use mq_core::driver::{AckToken, RawDelivery};
 use mq_core::{Headers, Message, MessageId};
 use redis::{RedisWrite, Value};
@@ -77,7 +78,8 @@ pub(crate) fn fields_size(message: &Message) -> (usize, usize) {
     (args, bytes)
 }
 
-/// A stream entry id, `<ms>-<seq>`.
+/// A stream entry id, `<ms>-<seq>`. Ack tokens carry its text, as Redis
+/// sends it, as their handle: acks pass it back to `XACK` unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct EntryId {
     pub(crate) ms: u64,
@@ -93,11 +95,9 @@ impl EntryId {
         })
     }
 
-    pub(crate) fn from_token(token: &AckToken) -> Self {
-        EntryId {
-            ms: token.offset,
-            seq: token.tag,
-        }
+    /// The entry a token of this driver names; `None` for a token without one.
+    pub(crate) fn from_token(token: &AckToken) -> Option<Self> {
+        token.handle.as_deref().and_then(EntryId::parse)
     }
 }
 
@@ -234,26 +234,18 @@ pub(crate) fn delivery(
         .filter(|items| items.len() >= 2)
         .ok_or_else(|| unexpected("a stream read (entry)"))?;
     let fields = items.swap_remove(1);
-    let id = bytes_of(&items[0])
-        .and_then(EntryId::parse)
-        .ok_or_else(|| unexpected("a stream read (entry id)"))?;
+    let handle = into_bytes(items.swap_remove(0)).unwrap_or_default();
+    let id = EntryId::parse(&handle).ok_or_else(|| unexpected("a stream read (entry id)"))?;
     let Some(fields) = into_array(fields) else {
         return Ok(None);
     };
     let message = decode(origin.topic, id, fields);
-    Ok(Some(RawDelivery {
-        message,
-        partition: origin.partition,
-        offset: None,
-        delivery_count: delivery_count.max(1),
-        first_seen,
-        token: AckToken {
-            topic: origin.topic.clone(),
-            partition: origin.partition,
-            offset: id.ms,
-            tag: id.seq,
-        },
-    }))
+    // The offset is the entry's milliseconds: ordered within the partition,
+    // though neither dense nor unique; the handle names the entry.
+    let token = AckToken::new(origin.topic.clone(), origin.partition, id.ms).with_handle(handle);
+    Ok(Some(
+        RawDelivery::new(message, token, first_seen).with_delivery_count(delivery_count),
+    ))
 }
 
 fn decode(topic: &Arc<str>, entry: EntryId, fields: Vec<Value>) -> Message {
@@ -293,7 +285,7 @@ fn decode(topic: &Arc<str>, entry: EntryId, fields: Vec<Value>) -> Message {
     let mut message = Message::new(topic.clone(), payload)
         .with_id(id)
         .with_headers(headers)
-        .with_published_at(UNIX_EPOCH + Duration::from_millis(entry.ms));
+        .with_published_at(from_epoch_millis(entry.ms));
     if let Some(key) = key {
         message = message.with_key(key);
     }
@@ -313,36 +305,11 @@ fn into_text(value: Vec<u8>) -> String {
     String::from_utf8(value).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Milliseconds since the Unix epoch, rounded up: due times are scored this
-/// way so that promotion at `score <= now` (now rounded down) is never early.
-pub(crate) fn millis_ceil(t: SystemTime) -> u64 {
-    let exact = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let ms = exact.as_millis() as u64;
-    if exact.subsec_nanos().is_multiple_of(1_000_000) {
-        ms
-    } else {
-        ms + 1
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use mq_core::driver::clock::epoch_millis;
 
-    #[test]
-    fn due_times_round_up_to_the_millisecond() {
-        assert_eq!(
-            millis_ceil(UNIX_EPOCH + Duration::from_micros(1_000_001)),
-            1_001
-        );
-        assert_eq!(millis_ceil(UNIX_EPOCH + Duration::from_millis(7)), 7);
-    }
+    use super::*;
 
     fn bulk(b: &[u8]) -> Value {
         Value::BulkString(b.to_vec())
@@ -378,11 +345,19 @@ mod tests {
         let names: Vec<&str> = d.message.headers().iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["b", "a", "mq-retry-topic"]);
         assert_eq!(d.delivery_count, 3);
+        assert_eq!((d.token.offset, d.token.partition), (1_700_000_000_000, 2));
+        assert_eq!(d.token.handle.as_deref(), Some(&b"1700000000000-5"[..]));
         assert_eq!(
-            (d.token.offset, d.token.tag, d.token.partition),
-            (1_700_000_000_000, 5, 2)
+            EntryId::from_token(&d.token),
+            Some(EntryId {
+                ms: 1_700_000_000_000,
+                seq: 5
+            })
         );
-        assert_eq!(millis(d.message.published_at().unwrap()), 1_700_000_000_000);
+        assert_eq!(
+            epoch_millis(d.message.published_at().unwrap()),
+            1_700_000_000_000
+        );
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use mq_core::driver::options::{
+    CONNECT_TIMEOUT, DEDUP_WINDOW, MAX_MESSAGE_BYTES, PARTITIONS, REQUEST_TIMEOUT,
+};
 use mq_core::{Config, Error, Result};
 
 /// Settings of a Redis driver, from `redis://[user:password@]host:port/db?options`.
@@ -29,7 +32,7 @@ pub(crate) struct RedisOptions {
     pub(crate) prefix: String,
     /// Response time-out of one command, and how long a publish or ack keeps
     /// retrying through a reconnect before it fails.
-    pub(crate) timeout: Duration,
+    pub(crate) request_timeout: Duration,
     /// Time-out of one connection attempt.
     pub(crate) connect_timeout: Duration,
 }
@@ -46,7 +49,7 @@ impl Default for RedisOptions {
             maxlen: None,
             retention: None,
             prefix: "mq".to_owned(),
-            timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
         }
     }
@@ -69,17 +72,17 @@ impl RedisOptions {
         let defaults = RedisOptions::default();
         let mut r = config.reader();
         let options = RedisOptions {
-            partitions: r.take_or("partitions", defaults.partitions)?,
+            partitions: r.take_or(PARTITIONS, defaults.partitions)?,
             block: r.take_duration_or("block", defaults.block)?,
             claim_idle: r.take_duration_or("claim_idle", defaults.claim_idle)?,
             delay_poll: r.take_duration_or("delay_poll", defaults.delay_poll)?,
-            dedup_window: r.take_duration_or("dedup_window", defaults.dedup_window)?,
-            max_message_bytes: r.take_or("max_message_bytes", defaults.max_message_bytes)?,
+            dedup_window: r.take_duration_or(DEDUP_WINDOW, defaults.dedup_window)?,
+            max_message_bytes: r.take_or(MAX_MESSAGE_BYTES, defaults.max_message_bytes)?,
             maxlen: r.take("maxlen")?,
             retention: r.take_duration("retention")?,
             prefix: r.take_or("prefix", defaults.prefix)?,
-            timeout: r.take_duration_or("timeout", defaults.timeout)?,
-            connect_timeout: r.take_duration_or("connect_timeout", defaults.connect_timeout)?,
+            request_timeout: r.take_duration_or(REQUEST_TIMEOUT, defaults.request_timeout)?,
+            connect_timeout: r.take_duration_or(CONNECT_TIMEOUT, defaults.connect_timeout)?,
         };
         r.finish()?;
         options.check()?;
@@ -103,18 +106,18 @@ impl RedisOptions {
         positive("block", self.block)?;
         positive("claim_idle", self.claim_idle)?;
         positive("delay_poll", self.delay_poll)?;
-        positive("dedup_window", self.dedup_window)?;
-        positive("timeout", self.timeout)?;
-        positive("connect_timeout", self.connect_timeout)?;
+        positive(DEDUP_WINDOW, self.dedup_window)?;
+        positive(REQUEST_TIMEOUT, self.request_timeout)?;
+        positive(CONNECT_TIMEOUT, self.connect_timeout)?;
         if self.claim_idle < Duration::from_millis(500) {
             return Err(Error::Config(
                 "option claim_idle must be at least 500ms (members renew their lease a few times per period)".into(),
             ));
         }
         if self.max_message_bytes == 0 {
-            return Err(Error::Config(
-                "option max_message_bytes must be more than 0".into(),
-            ));
+            return Err(Error::Config(format!(
+                "option {MAX_MESSAGE_BYTES} must be more than 0"
+            )));
         }
         if self.maxlen == Some(0) {
             return Err(Error::Config("option maxlen must be more than 0".into()));
@@ -140,10 +143,13 @@ mod tests {
 
     #[test]
     fn defaults_and_options() {
-        let c =
-            Config::from_url("redis://127.0.0.1:6379/0?partitions=8&block=1s&maxlen=1000").unwrap();
+        let c = Config::from_url(
+            "redis://127.0.0.1:6379/0?partitions=8&block=1s&maxlen=1000&request_timeout=3s",
+        )
+        .unwrap();
         let o = RedisOptions::from_config(&c).unwrap();
         assert_eq!(o.partitions, 8);
+        assert_eq!(o.request_timeout, Duration::from_secs(3));
         assert_eq!(o.block, Duration::from_secs(1));
         assert_eq!(o.maxlen, Some(1000));
         assert_eq!(o.claim_idle, Duration::from_secs(10));
@@ -155,6 +161,8 @@ mod tests {
             "redis://127.0.0.1/?partitions=0",
             "redis://127.0.0.1/?partitions=many",
             "redis://127.0.0.1/?bogus=1",
+            // The common name is request_timeout.
+            "redis://127.0.0.1/?timeout=1s",
             "redis://127.0.0.1/?claim_idle=10ms",
             "redis://127.0.0.1/?prefix={x}",
             "memory://",

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use mq_core::driver::Backoff;
 use mq_core::{Config, Error, Result};
 use parking_lot::Mutex;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, RedisResult};
+use redis::{AsyncConnectionConfig, RedisError, RedisResult};
 
 use crate::codec::{array_of, bytes_of, text_of};
 use crate::config::RedisOptions;
@@ -26,6 +27,37 @@ const MIN_VERSION: (u32, u32) = (6, 2);
 /// entry carries besides the payload (id, key, headers are counted by the
 /// core; delayed messages are packed with their fields into one value).
 const BULK_MARGIN: usize = 64 * 1024;
+
+/// Pauses between tries of an operation interrupted by a reconnect: short,
+/// as the connection manager has usually reconnected by then.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(500));
+
+/// Paces the tries of one operation through reconnects, for up to the
+/// `request_timeout` option.
+pub(crate) struct Retries {
+    deadline: Instant,
+    failures: u32,
+}
+
+impl Retries {
+    pub(crate) fn new(options: &RedisOptions) -> Self {
+        Retries {
+            deadline: Instant::now() + options.request_timeout,
+            failures: 0,
+        }
+    }
+
+    /// The pause before trying again after `error`; `None` when it is not
+    /// transient or the time is up.
+    pub(crate) fn pause(&mut self, error: &RedisError) -> Option<Duration> {
+        if !is_transient(error) {
+            return None;
+        }
+        self.failures += 1;
+        let pause = RETRY_BACKOFF.after(self.failures);
+        (Instant::now() + pause < self.deadline).then_some(pause)
+    }
+}
 
 pub(crate) struct Inner {
     client: redis::Client,
@@ -59,7 +91,7 @@ impl Inner {
         // auth) where the connection manager would retry for seconds.
         let conn_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.timeout));
+            .set_response_timeout(Some(options.request_timeout));
         let mut probe = client
             .get_multiplexed_async_connection_with_config(&conn_config)
             .await
@@ -70,7 +102,7 @@ impl Inner {
         drop(probe);
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.request_timeout))
             .set_number_of_retries(4)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_with_config(client.clone(), manager_config)
@@ -101,7 +133,7 @@ impl Inner {
     pub(crate) async fn blocking_connection(&self) -> Result<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.options.connect_timeout))
-            .set_response_timeout(Some(self.options.timeout + self.options.block));
+            .set_response_timeout(Some(self.options.request_timeout + self.options.block));
         self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -117,27 +149,31 @@ impl Inner {
     }
 
     /// Runs an idempotent operation, retrying through reconnects for up to
-    /// the `timeout` option.
+    /// the `request_timeout` option.
     pub(crate) async fn retrying<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
     where
         F: FnMut(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let deadline = Instant::now() + self.options.timeout;
-        let mut pause = Duration::from_millis(25);
+        let mut retries = Retries::new(&self.options);
         loop {
-            match op(self.conn()).await {
+            let e = match op(self.conn()).await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_transient(&e) && Instant::now() + pause < deadline => {
-                    tracing::debug!(what, error = %e, ?pause, "redis call failed; retrying");
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
-                        self.load_scripts().await;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-                Err(e) => return Err(map(e, what)),
-            }
+                Err(e) => e,
+            };
+            let Some(pause) = retries.pause(&e) else {
+                return Err(map(e, what));
+            };
+            tracing::debug!(what, error = %e, ?pause, "redis call failed; retrying");
+            self.before_retry(&e).await;
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Reloads the scripts when `error` says the server lost them (a restart).
+    pub(crate) async fn before_retry(&self, error: &RedisError) {
+        if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
+            self.load_scripts().await;
         }
     }
 

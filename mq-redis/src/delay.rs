@@ -11,13 +11,20 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::{Duration, SystemTime};
 
+use mq_core::driver::clock::epoch_millis;
+use mq_core::driver::Backoff;
 use redis::Value;
 
-use crate::codec::{array_of, int_of, millis, text_of};
+use crate::codec::{array_of, int_of, text_of};
 use crate::connection::Inner;
 
 /// Most messages one script run moves, so one run never stalls Redis long.
 const PROMOTE_BATCH: usize = 512;
+
+/// Least pause after failed promotions in a row (at least `delay_poll`):
+/// a server that is down or loading is not asked again at once.
+const FAILURE_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(200), Duration::from_millis(1600));
 
 impl Inner {
     /// Starts this driver's promoter once.
@@ -36,7 +43,7 @@ impl Inner {
             .promote
             .script
             .key(self.keys.delay_index())
-            .arg(millis(SystemTime::now()))
+            .arg(epoch_millis(SystemTime::now()))
             .arg(PROMOTE_BATCH)
             .arg(self.keys.prefix())
             .invoke_async(&mut self.conn())
@@ -67,7 +74,7 @@ async fn run(inner: Weak<Inner>) {
                 Ok((moved, _)) if moved >= PROMOTE_BATCH => Duration::ZERO,
                 Ok((_, next)) => {
                     failures = 0;
-                    let now = millis(SystemTime::now());
+                    let now = epoch_millis(SystemTime::now());
                     next.map_or(poll, |due| Duration::from_millis(due.saturating_sub(now)))
                         .min(poll)
                 }
@@ -76,7 +83,7 @@ async fn run(inner: Weak<Inner>) {
                     if failures == 1 {
                         tracing::warn!(%error, "promoting delayed messages failed; retrying");
                     }
-                    poll.max(Duration::from_millis(100 << failures.min(4)))
+                    poll.max(FAILURE_BACKOFF.after(failures))
                 }
             }
         };

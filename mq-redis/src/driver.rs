@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
-    Support, TopicSpec,
+    Capabilities, Driver, DriverSubscription, DriverTransaction, NameRules, PartitionLag,
+    StartFrom, SubscribeSpec, Support, TopicSpec,
 };
 use mq_core::{Config, Message, Receipt, Result};
 use redis::Value;
@@ -70,12 +70,16 @@ impl Driver for RedisDriver {
         caps.redelivery_delay = Support::Unsupported;
         caps.transactions = Support::Native;
         caps.idempotent_publish = Support::Native;
-        caps.ordering = Support::Native;
         caps.topic_retention = Support::Native;
+        // A stream keeps its entries whatever groups exist; a group created
+        // later at `0` reads them all.
+        caps.retains_before_group = true;
+        // Keys take any name, but a brace would break the `{topic}` hash
+        // tag: the rules of user names keep internal names plain.
+        caps.names = NameRules::default();
         caps.max_message_bytes = self.inner.max_message_bytes;
         caps.delay_precision = o.delay_poll + Duration::from_millis(50);
         caps.max_delay = Duration::from_secs(365 * 24 * 3600);
-        caps.dedup_window = o.dedup_window;
         caps
     }
 
@@ -94,6 +98,12 @@ impl Driver for RedisDriver {
         Ok(Box::new(
             RedisSubscription::join(self.inner.clone(), spec).await?,
         ))
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
+        self.inner.check_open()?;
+        let topic = self.inner.topic(topic, None).await?;
+        self.inner.ensure_group(&topic, group, start).await
     }
 
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
@@ -155,12 +165,10 @@ impl Driver for RedisDriver {
         let mut out = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let stream = inner.keys.stream(topic, p);
-            out.push(PartitionLag {
-                partition: p,
-                lag: partition_lag(inner, &stream, group).await?,
-                end_offset: None,
-                committed_offset: None,
-            });
+            out.push(PartitionLag::new(
+                p,
+                partition_lag(inner, &stream, group).await?,
+            ));
         }
         Ok(out)
     }

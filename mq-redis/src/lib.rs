@@ -22,7 +22,7 @@
 //!
 //! An mq consumer group is a Redis consumer group of the same name on each
 //! partition stream (`XGROUP CREATE ... MKSTREAM`, at `0` or `$`); fan-out
-//! is several groups. See [`subscription`'s docs](crate#consuming) below.
+//! is several groups. See [Consuming](crate#consuming) below.
 //!
 //! ## Publishing
 //!
@@ -48,21 +48,29 @@
 //!
 //! A member reads with `XREADGROUP ... COUNT ... BLOCK ... >` on a
 //! connection of its own, only from partitions it holds the lock of;
-//! partition `p` belongs to the `p % n`-th live member. A partition moving
-//! to another member is released only after the old owner settled what it
-//! read there, so per-key order holds across members. A new owner reclaims
-//! what is still pending there with `XAUTOCLAIM` (messages of a member that
+//! the live members split the partitions with the core's `share`
+//! (partition `p` goes to the `p % n`-th). Taking a lock is reported as an
+//! assignment. A partition moving to another member is reported revoked;
+//! its lock is released once the runtime has let go of it (in-flight
+//! handlers finished, acks flushed; 60s at most), with whatever is still
+//! pending there, so per-key order holds across members. A new owner
+//! reclaims what is still pending with `XAUTOCLAIM` before it reads
+//! anything newer (messages of a member that gave the partition back or
 //! left, or of one that died: its lock expires after `claim_idle` without
 //! renewal). The delivery counter of the pending entry is the attempt
-//! number. Acks are `XACK`. Lag is `lag + pending` of `XINFO GROUPS`.
+//! number. Acks are `XACK`, by the entry id the ack token carries as its
+//! handle. Lag is `lag + pending` of `XINFO GROUPS`. `ensure_group`
+//! creates the consumer group on every stream without joining it; as the
+//! streams keep their entries, a group created later from the earliest
+//! message reads everything they hold.
 //!
 //! ## Options
 //!
 //! `partitions` (4), `block` (2s), `claim_idle` (10s), `delay_poll` (50ms),
 //! `dedup_window` (24h), `max_message_bytes` (8 MiB, capped by the
 //! server's `proto-max-bulk-len`), `maxlen`, `retention`, `prefix` (`mq`),
-//! `timeout` (10s: one command, and how long a send or ack keeps retrying
-//! through a reconnect), `connect_timeout` (5s).
+//! `request_timeout` (10s: one command, and how long a send or ack keeps
+//! retrying through a reconnect), `connect_timeout` (5s).
 
 #![warn(missing_docs)]
 

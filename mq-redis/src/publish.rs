@@ -12,17 +12,16 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use mq_core::driver::clock::{due_millis, epoch_millis};
 use mq_core::driver::partition_for_key;
 use mq_core::{Message, MessageId, Receipt, Result};
 use redis::{Pipeline, Value};
 
-use crate::codec::{
-    array_of, bytes_of, fields_size, int_of, millis, millis_ceil, text_of, write_fields,
-};
-use crate::connection::Inner;
-use crate::error::{is_transient, map, unexpected};
+use crate::codec::{array_of, bytes_of, fields_size, int_of, text_of, write_fields};
+use crate::connection::{Inner, Retries};
+use crate::error::{map, unexpected};
 use crate::topics::TopicInfo;
 
 /// How far back (by entry time) a retried send looks for its own messages.
@@ -79,7 +78,7 @@ impl Inner {
                 None => self.round_robin.fetch_add(1, Ordering::Relaxed) % topic.partitions,
             };
             let id = message.id().unwrap_or_default();
-            let due = message.deliver_at().filter(|at| *at > now).map(millis_ceil);
+            let due = message.deliver_at().filter(|at| *at > now).map(due_millis);
             let once_key = message
                 .idempotency_key()
                 .map(|k| self.keys.idempotency(&topic.name, k));
@@ -167,11 +166,10 @@ impl Inner {
             self.start_promoter();
         }
         let sent_at = SystemTime::now();
-        let deadline = Instant::now() + self.options.timeout;
+        let mut retries = Retries::new(&self.options);
         let mut receipts: Vec<Option<Receipt>> = vec![None; planned.len()];
         let mut todo: Vec<usize> = (0..planned.len()).collect();
         let mut uncertain = false;
-        let mut pause = Duration::from_millis(25);
         loop {
             if uncertain {
                 self.recover(&planned, &mut todo, &mut receipts, sent_at)
@@ -185,7 +183,7 @@ impl Inner {
             for &i in &todo {
                 pipe.add_command(self.write_command(&planned[i], now, false));
             }
-            match pipe.query_async::<Vec<Value>>(&mut self.conn()).await {
+            let e = match pipe.query_async::<Vec<Value>>(&mut self.conn()).await {
                 Ok(replies) => {
                     if replies.len() != todo.len() {
                         return Err(unexpected("a publish pipeline"));
@@ -195,17 +193,15 @@ impl Inner {
                     }
                     break;
                 }
-                Err(e) if is_transient(&e) && Instant::now() + pause < deadline => {
-                    tracing::debug!(error = %e, ?pause, "publish failed; checking what was written, then retrying");
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) {
-                        self.load_scripts().await;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                    uncertain = true;
-                }
-                Err(e) => return Err(map(e, "publish")),
-            }
+                Err(e) => e,
+            };
+            let Some(pause) = retries.pause(&e) else {
+                return Err(map(e, "publish"));
+            };
+            tracing::debug!(error = %e, ?pause, "publish failed; checking what was written, then retrying");
+            self.before_retry(&e).await;
+            tokio::time::sleep(pause).await;
+            uncertain = true;
         }
         receipts
             .into_iter()
@@ -228,7 +224,7 @@ impl Inner {
                 by_stream.entry(planned[i].stream()).or_default().push(i);
             }
         }
-        let oldest = millis(sent_at.checked_sub(RECOVERY_LOOKBACK).unwrap_or(sent_at));
+        let oldest = epoch_millis(sent_at.checked_sub(RECOVERY_LOOKBACK).unwrap_or(sent_at));
         let mut found_any = Vec::new();
         for (stream, indexes) in by_stream {
             let ids: Vec<String> = indexes.iter().map(|&i| planned[i].id.to_string()).collect();

@@ -1,11 +1,13 @@
 //! Topic settings shared through Redis: the partition count (so every
-//! client maps keys to the same stream) and the trimming of its streams.
+//! client maps keys to the same stream) and the trimming of its streams;
+//! and the consumer groups on a topic's streams.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mq_core::{Result, TopicSpec};
+use mq_core::driver::clock::epoch_millis;
+use mq_core::{Result, StartFrom, TopicSpec};
 use parking_lot::RwLock;
 
 use crate::codec::{array_of, text_of};
@@ -31,7 +33,7 @@ impl Trim {
             Trim::None => None,
             Trim::MaxLen(n) => Some(("MAXLEN", n.to_string())),
             Trim::MaxAge(age) => {
-                let oldest = now.checked_sub(*age).map_or(0, crate::codec::millis);
+                let oldest = now.checked_sub(*age).map_or(0, epoch_millis);
                 Some(("MINID", oldest.to_string()))
             }
         }
@@ -118,5 +120,37 @@ impl Inner {
             .write()
             .insert(topic.to_owned(), info.clone());
         Ok(info)
+    }
+
+    /// Creates `group` on every stream of `topic` (`XGROUP CREATE ...
+    /// MKSTREAM`, at `0` or `$`); an existing group is left where it is.
+    pub(crate) async fn ensure_group(
+        &self,
+        topic: &TopicInfo,
+        group: &str,
+        start: StartFrom,
+    ) -> Result<()> {
+        let start = match start {
+            StartFrom::Earliest => "0",
+            StartFrom::Latest => "$",
+        };
+        for stream in &topic.streams {
+            self.retrying("create consumer group", |mut c| async move {
+                match redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(stream)
+                    .arg(group)
+                    .arg(start)
+                    .arg("MKSTREAM")
+                    .query_async::<()>(&mut c)
+                    .await
+                {
+                    Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+                    other => other,
+                }
+            })
+            .await?;
+        }
+        Ok(())
     }
 }

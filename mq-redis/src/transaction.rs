@@ -3,15 +3,15 @@
 //! drop) writes nothing.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use mq_core::driver::DriverTransaction;
 use mq_core::{Message, Receipt, Result};
 use redis::{Pipeline, Value};
 
-use crate::connection::Inner;
-use crate::error::{is_transient, map};
+use crate::connection::{Inner, Retries};
+use crate::error::map;
 use crate::publish::Planned;
 
 pub(crate) struct RedisTransaction {
@@ -51,8 +51,7 @@ impl DriverTransaction for RedisTransaction {
             inner.start_promoter();
         }
         let sent_at = SystemTime::now();
-        let deadline = Instant::now() + inner.options.timeout;
-        let mut pause = Duration::from_millis(25);
+        let mut retries = Retries::new(&inner.options);
         loop {
             let mut pipe = Pipeline::with_capacity(self.staged.len());
             pipe.atomic();
@@ -61,23 +60,23 @@ impl DriverTransaction for RedisTransaction {
                 // EVAL, not EVALSHA: a NOSCRIPT inside EXEC would not undo the rest.
                 pipe.add_command(inner.write_command(p, now, true)).ignore();
             }
-            match pipe.query_async::<Value>(&mut inner.conn()).await {
+            let e = match pipe.query_async::<Value>(&mut inner.conn()).await {
                 Ok(_) => return Ok(()),
-                Err(e) if is_transient(&e) && Instant::now() + pause < deadline => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                    // EXEC is all or nothing: if any plain message of the
-                    // transaction is in its stream, all of it was written.
-                    let mut todo: Vec<usize> = (0..self.staged.len()).collect();
-                    let mut receipts = vec![None; self.staged.len()];
-                    inner
-                        .recover(&self.staged, &mut todo, &mut receipts, sent_at)
-                        .await?;
-                    if todo.len() < self.staged.len() {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(map(e, "commit")),
+                Err(e) => e,
+            };
+            let Some(pause) = retries.pause(&e) else {
+                return Err(map(e, "commit"));
+            };
+            tokio::time::sleep(pause).await;
+            // EXEC is all or nothing: if any plain message of the
+            // transaction is in its stream, all of it was written.
+            let mut todo: Vec<usize> = (0..self.staged.len()).collect();
+            let mut receipts = vec![None; self.staged.len()];
+            inner
+                .recover(&self.staged, &mut todo, &mut receipts, sent_at)
+                .await?;
+            if todo.len() < self.staged.len() {
+                return Ok(());
             }
         }
     }

@@ -24,7 +24,7 @@ async fn kill_and_restart_mid_stream() {
     else {
         return;
     };
-    let url = server.url("?timeout=20s&claim_idle=5s&block=500ms");
+    let url = server.url("?request_timeout=20s&claim_idle=5s&block=500ms");
     let config = Config::from_url(&url).expect("url");
     let client = Client::new(
         mq_redis::RedisDriver::connect(&config)

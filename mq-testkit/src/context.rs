@@ -50,26 +50,26 @@ impl Context {
         let driver = self.client.driver();
         for topic in &topics {
             let _ = driver.delete_topic(topic).await;
-            let _ = driver.delete_topic(&format!("{topic}.dlq")).await;
+            let names = &self.capabilities().names;
+            let _ = driver.delete_topic(&names.dead_letter_topic(topic)).await;
             for group in &groups {
                 let _ = driver
-                    .delete_topic(&format!("__mq.retry.{group}.{topic}"))
+                    .delete_topic(&names.internal("retry", &[group, topic]))
                     .await;
             }
         }
     }
 
-    /// Creates `group` on `topic` by joining and leaving it, so messages
+    /// Creates `group` on `topic` the way users do, with
+    /// [`Admin::ensure_group`](mq_core::Admin::ensure_group), so messages
     /// published next reach the group on every backend (queue brokers such
     /// as RabbitMQ only route to groups that exist).
     pub async fn join(&self, topic: &str, group: &str) {
-        let subscription = self
-            .client
-            .consumer(topic, group)
-            .subscribe()
+        self.client
+            .admin()
+            .ensure_group(topic, group, mq_core::StartFrom::Earliest)
             .await
-            .unwrap_or_else(|e| panic!("joining {group} on {topic}: {e}"));
-        subscription.close().await.expect("leaving the group");
+            .unwrap_or_else(|e| panic!("creating {group} on {topic}: {e}"));
     }
 
     /// The client's effective capabilities.

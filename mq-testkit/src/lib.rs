@@ -28,7 +28,7 @@ mod support;
 
 pub use context::{Context, Skip};
 pub use harness::{connect_or_skip, require_brokers, run_scenario, Outcome};
-pub use support::{wait_until, Recorder, Seen};
+pub use support::{wait_quiescent, wait_until, Recorder, Seen, QUIET};
 
 /// Generates one `#[tokio::test]` per conformance scenario.
 ///
@@ -58,6 +58,10 @@ macro_rules! conformance_suite {
             graceful_shutdown,
             lag_drops_to_zero,
             invalid_input_errors,
+            members_join_and_leave_mid_stream,
+            members_start_and_stop_concurrently,
+            group_created_before_publishing,
+            new_group_from_earliest,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

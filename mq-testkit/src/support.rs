@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mq_core::{handler_fn, Delivery, Handler, HandlerResult};
+use mq_core::{handler_fn, Client, Delivery, Handler, HandlerResult};
 use parking_lot::Mutex;
 
 /// Polls `check` until it returns true or `limit` passes; returns the last answer.
@@ -24,6 +24,42 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until `group` on `topic` is quiescent: its lag is 0 and `progress`
+/// (a count of what handlers did) has not moved for `quiet`. Used instead
+/// of fixed sleeps wherever a scenario checks that nothing more arrives
+/// (no duplicate, no late redelivery). False if `limit` passed first.
+pub async fn wait_quiescent<F>(
+    client: &Client,
+    topic: &str,
+    group: &str,
+    quiet: Duration,
+    limit: Duration,
+    progress: F,
+) -> bool
+where
+    F: Fn() -> usize,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = (progress(), Instant::now());
+    loop {
+        let lag = client.admin().total_lag(topic, group).await.ok();
+        let now = progress();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if lag == Some(0) && last.1.elapsed() >= quiet {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The quiet window scenarios wait for: long enough for a redelivery or a
+/// duplicate to show up on any backend.
+pub const QUIET: Duration = Duration::from_millis(300);
 
 /// One handled delivery as a scenario records it.
 #[derive(Clone, Debug)]

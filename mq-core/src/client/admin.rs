@@ -1,7 +1,7 @@
 //! [`Admin`]: topics and lag.
 
 use crate::client::Client;
-use crate::driver::{PartitionLag, Support, TopicSpec};
+use crate::driver::{PartitionLag, StartFrom, Support, TopicSpec};
 use crate::error::Result;
 use crate::message::{validate_group, validate_topic};
 
@@ -34,6 +34,34 @@ impl Admin {
             ));
         }
         driver.ensure_topic(topic, &spec).await
+    }
+
+    /// Creates consumer group `group` on `topic` (and the topic, if
+    /// missing) without joining it, positioned at `start`; an existing
+    /// group stays where it is. From then on the group retains every
+    /// message published to the topic, on every backend, so a consumer
+    /// started later misses nothing. What `start` reaches of messages
+    /// published before the group existed depends on
+    /// [`Capabilities::retains_before_group`](crate::Capabilities::retains_before_group).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mq_core::Result<()> {
+    /// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+    /// use mq_core::StartFrom;
+    /// client.admin().ensure_group("orders", "billing", StartFrom::Latest).await?;
+    /// client.producer().send(mq_core::Message::new("orders", "x")).await?;
+    /// assert_eq!(client.admin().total_lag("orders", "billing").await?, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
+        validate_topic(topic)?;
+        validate_group(group)?;
+        self.client
+            .inner
+            .driver
+            .ensure_group(topic, group, start)
+            .await
     }
 
     /// Deletes `topic` and its messages.

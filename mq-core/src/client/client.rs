@@ -71,7 +71,9 @@ impl Client {
         if capabilities.redelivery_delay == Support::Unsupported {
             capabilities.redelivery_delay = Support::Emulated;
         }
-        let delay = (native.delay != Support::Native).then(|| DelayEmulator::new(driver.clone()));
+        let fixed_levels = native.delay_model != crate::driver::DelayModel::Arbitrary;
+        let delay = (native.delay != Support::Native || fixed_levels)
+            .then(|| DelayEmulator::new(driver.clone()));
         let publisher = Publisher::new(
             driver.clone(),
             capabilities.clone(),

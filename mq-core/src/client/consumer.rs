@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::client::{Client, Subscription};
-use crate::driver::{join_group, StartFrom, SubscribeSpec, Support, TopicSpec};
+use crate::driver::{NameRules, StartFrom, SubscribeSpec, Support, TopicSpec};
 use crate::error::{Error, Result};
 use crate::message::{validate_group, validate_topic};
 use crate::runtime::{
@@ -15,7 +15,14 @@ use crate::runtime::{
 
 /// The group that retains every dead-letter topic, so dead letters are kept
 /// before any reader exists; inspect or redrive them with your own group.
+/// This is its name on brokers whose names may hold dots; in general it is
+/// [`dead_letter_group`] of the backend's [`NameRules`].
 pub const DEAD_LETTER_GROUP: &str = "__mq.dlq";
+
+/// The group that retains dead-letter topics, under the backend's name rules.
+pub fn dead_letter_group(names: &NameRules) -> String {
+    names.internal("dlq", &[])
+}
 
 /// Configures a consumer of one topic in one group. Get one from
 /// [`Client::consumer`].
@@ -152,10 +159,10 @@ impl ConsumerBuilder {
             delay.ensure_running();
         }
         let mut topics = vec![self.topic.clone()];
-        if inner.driver.capabilities().redelivery_delay != Support::Native {
+        if inner.capabilities.redelivery_delay != Support::Native {
             // Retries need no partitioning (their order is not kept by
             // design) and one partition keeps the reads a member makes few.
-            let retries = retry_topic(&self.group, &self.topic);
+            let retries = retry_topic(&inner.capabilities.names, &self.group, &self.topic);
             inner
                 .driver
                 .ensure_topic(&retries, &TopicSpec::new(1))
@@ -164,12 +171,11 @@ impl ConsumerBuilder {
         }
         let subscription = inner
             .driver
-            .subscribe(SubscribeSpec {
-                topics,
-                group: self.group.clone(),
-                start: self.start,
-                prefetch: self.prefetch,
-            })
+            .subscribe(
+                SubscribeSpec::new(topics, self.group.clone())
+                    .with_start(self.start)
+                    .with_prefetch(self.prefetch),
+            )
             .await?;
         let settler = Settler::new(
             self.client.clone(),
@@ -182,7 +188,11 @@ impl ConsumerBuilder {
         if let Some(dlq) = settler.dead_letter_topic(&self.topic) {
             // Dead letters must be kept until someone reads them, also on
             // brokers that only route to groups that exist.
-            join_group(inner.driver.as_ref(), &dlq, DEAD_LETTER_GROUP).await?;
+            let group = dead_letter_group(&inner.capabilities.names);
+            inner
+                .driver
+                .ensure_group(&dlq, &group, StartFrom::Earliest)
+                .await?;
         }
         Ok(Arc::new(settler))
     }
@@ -280,7 +290,7 @@ impl ConsumerBuilder {
     /// with [`Delivery::ack`](crate::Delivery::ack), `nack` or `dead_letter`.
     pub async fn subscribe(self) -> Result<Subscription> {
         let settler = self.open().await?;
-        Ok(Subscription::new(settler))
+        Ok(Subscription::new(settler, self.shutdown_timeout))
     }
 }
 

@@ -12,7 +12,7 @@ mod transaction;
 
 pub use admin::Admin;
 pub use client::Client;
-pub use consumer::{ConsumerBuilder, DEAD_LETTER_GROUP};
+pub use consumer::{dead_letter_group, ConsumerBuilder, DEAD_LETTER_GROUP};
 pub use producer::Producer;
 pub use subscription::Subscription;
 pub use transaction::Transaction;

@@ -128,18 +128,23 @@ impl Publisher {
                 ),
             ));
         }
+        let native = self.capabilities.delay == Support::Native
+            && self
+                .capabilities
+                .delay_model
+                .fits(wait, self.capabilities.delay_precision);
         match &self.delay {
-            None => Ok(Prepared {
-                message: message.with_deliver_at(due),
-                delayed_destination: None,
-            }),
-            Some(emulator) => {
+            Some(emulator) if !native => {
                 let destination = message.topic_arc().clone();
                 Ok(Prepared {
                     message: emulator.park(message, due, now),
                     delayed_destination: Some(destination),
                 })
             }
+            _ => Ok(Prepared {
+                message: message.with_deliver_at(due),
+                delayed_destination: None,
+            }),
         }
     }
 

@@ -6,9 +6,12 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{level_topic, park_at, FORWARDER_GROUP};
+use super::{dead_letter_topic, forwarder_group, level_topic, park_at};
 use crate::client::publish::republishable;
-use crate::driver::{Driver, DriverSubscription, RawDelivery, StartFrom, SubscribeSpec, TopicSpec};
+use crate::driver::{
+    Driver, DriverSubscription, NameRules, RawDelivery, Rebalance, StartFrom, SubscribeSpec,
+    TopicSpec,
+};
 use crate::error::{Error, Result};
 use crate::message::{reserved, Message};
 use crate::runtime::millis;
@@ -26,7 +29,7 @@ fn hop_due(raw: &RawDelivery) -> u64 {
 /// The next form of a parked message at `now`: parked again in a shorter
 /// level, or delivered to its destination. `None` when it is not a parked
 /// message (no destination header).
-fn next_hop(message: Message, now: SystemTime) -> Option<Message> {
+fn next_hop(names: &NameRules, message: Message, now: SystemTime) -> Option<Message> {
     let destination = message
         .headers()
         .get(reserved::DELAY_DESTINATION)?
@@ -43,12 +46,12 @@ fn next_hop(message: Message, now: SystemTime) -> Option<Message> {
         Some(message)
     } else {
         let due = crate::runtime::from_millis(due_ms);
-        Some(park_at(message, due, now))
+        Some(park_at(names, message, due, now))
     }
 }
 
 /// Publishes `batch` one message at a time; a message the broker refuses
-/// for good goes to [`DEAD_LETTER_TOPIC`](super::DEAD_LETTER_TOPIC) with the
+/// for good goes to the delay dead-letter topic with the
 /// reason. Fails only on errors worth retrying.
 async fn set_aside_refused(driver: &dyn Driver, batch: Vec<Message>, level_ms: u64) -> Result<()> {
     for message in batch {
@@ -60,14 +63,17 @@ async fn set_aside_refused(driver: &dyn Driver, batch: Vec<Message>, level_ms: u
         }
         tracing::error!(%error, level_ms, topic = message.topic(), "a due delayed message was refused; dead-lettering it");
         // Created only when needed: keeps the dead letter until someone reads it.
-        crate::driver::join_group(
-            driver,
-            super::DEAD_LETTER_TOPIC,
-            crate::client::DEAD_LETTER_GROUP,
-        )
-        .await?;
+        let names = driver.capabilities().names;
+        let dead_letters = dead_letter_topic(&names);
+        driver
+            .ensure_group(
+                &dead_letters,
+                &crate::client::dead_letter_group(&names),
+                StartFrom::Earliest,
+            )
+            .await?;
         let destination = message.topic().to_owned();
-        let mut dead = message.with_topic(super::DEAD_LETTER_TOPIC);
+        let mut dead = message.with_topic(dead_letters);
         let headers = dead.headers_mut();
         headers.insert(reserved::DLQ_TOPIC, destination);
         headers.insert(reserved::DLQ_ERROR, error.to_string());
@@ -80,16 +86,19 @@ async fn set_aside_refused(driver: &dyn Driver, batch: Vec<Message>, level_ms: u
     Ok(())
 }
 
-async fn subscribe(driver: &dyn Driver, level_ms: u64) -> Result<Box<dyn DriverSubscription>> {
-    let topic = level_topic(level_ms);
+async fn subscribe(
+    driver: &dyn Driver,
+    names: &NameRules,
+    level_ms: u64,
+) -> Result<Box<dyn DriverSubscription>> {
+    let topic = level_topic(names, level_ms);
     driver.ensure_topic(&topic, &TopicSpec::new(1)).await?;
     driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic],
-            group: FORWARDER_GROUP.to_owned(),
-            start: StartFrom::Earliest,
-            prefetch: FETCH * 4,
-        })
+        .subscribe(
+            SubscribeSpec::new(vec![topic], forwarder_group(names))
+                .with_start(StartFrom::Earliest)
+                .with_prefetch(FETCH * 4),
+        )
         .await
 }
 
@@ -106,8 +115,9 @@ pub(super) async fn forward_level(
     level_ms: u64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let names = driver.capabilities().names;
     let subscription = loop {
-        match subscribe(driver.as_ref(), level_ms).await {
+        match subscribe(driver.as_ref(), &names, level_ms).await {
             Ok(s) => break s,
             Err(error) => {
                 tracing::warn!(%error, level_ms, "delay forwarder cannot subscribe; retrying");
@@ -122,6 +132,14 @@ pub(super) async fn forward_level(
         if queue.is_empty() {
             let fetched = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
+                Some(rebalance) = subscription.rebalance() => {
+                    // Nothing is in flight between loop turns: a revoked
+                    // level is let go of at once.
+                    if let Rebalance::Revoked(revocation) = rebalance {
+                        revocation.complete();
+                    }
+                    continue;
+                }
                 fetched = subscription.fetch(FETCH) => fetched,
             };
             match fetched {
@@ -140,8 +158,17 @@ pub(super) async fn forward_level(
         let now_ms = millis(now);
         let head = hop_due(&queue[0]);
         if head > now_ms {
-            if pause_or_stop(&mut stop, Duration::from_millis(head - now_ms)).await {
-                break;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep(Duration::from_millis(head - now_ms)) => {}
+                Some(rebalance) = subscription.rebalance() => {
+                    // The held heads of a revoked level belong to its next owner.
+                    if let Rebalance::Revoked(revocation) = rebalance {
+                        let gone = revocation.partitions().to_vec();
+                        queue.retain(|raw| !gone.iter().any(|tp| raw.token.is_in(tp)));
+                        revocation.complete();
+                    }
+                }
             }
             continue;
         }
@@ -153,7 +180,7 @@ pub(super) async fn forward_level(
         let mut tokens = Vec::with_capacity(due.len());
         let mut malformed = Vec::new();
         for raw in &due {
-            match next_hop(raw.message.clone(), now) {
+            match next_hop(&names, raw.message.clone(), now) {
                 Some(next) => {
                     outgoing.push(next);
                     tokens.push(raw.token.clone());
@@ -214,13 +241,15 @@ mod tests {
     #[test]
     fn due_message_goes_to_destination() {
         let now = SystemTime::now();
+        let names = NameRules::default();
         let parked = park_at(
+            &names,
             Message::new("orders", "x").with_idempotency_key("k"),
             now + Duration::from_millis(20),
             now,
         );
         let later = now + Duration::from_millis(25);
-        let out = next_hop(parked, later).unwrap();
+        let out = next_hop(&names, parked, later).unwrap();
         assert_eq!(out.topic(), "orders");
         assert!(out.headers().get(reserved::DELAY_DESTINATION).is_none());
         assert_eq!(out.idempotency_key(), None);
@@ -230,18 +259,20 @@ mod tests {
     #[test]
     fn early_message_is_parked_again() {
         let now = SystemTime::now();
+        let names = NameRules::default();
         let parked = park_at(
+            &names,
             Message::new("orders", "x"),
             now + Duration::from_secs(3),
             now,
         );
         assert_eq!(parked.topic(), "__mq.delay.1000");
-        let out = next_hop(parked, now + Duration::from_secs(1)).unwrap();
+        let out = next_hop(&names, parked, now + Duration::from_secs(1)).unwrap();
         assert_eq!(out.topic(), "__mq.delay.1000");
         assert_eq!(
             out.headers().get(reserved::DELAY_DESTINATION),
             Some("orders")
         );
-        assert!(next_hop(Message::new("__mq.delay.50", "junk"), now).is_none());
+        assert!(next_hop(&names, Message::new("__mq.delay.50", "junk"), now).is_none());
     }
 }

@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::driver::Driver;
+use crate::driver::clock::due_millis;
+use crate::driver::{Driver, NameRules};
 use crate::message::{reserved, Message};
 
 /// Durations of the delay level topics, in milliseconds.
@@ -30,13 +31,17 @@ pub(crate) const LEVELS_MS: [u64; 12] = [
 
 /// Where the forwarder puts due messages their destination refuses for
 /// good (retained by the dead-letter group, like every dead-letter topic).
-pub(crate) const DEAD_LETTER_TOPIC: &str = "__mq.delay.dlq";
+pub(crate) fn dead_letter_topic(names: &NameRules) -> String {
+    names.internal("delay", &["dlq"])
+}
 
 /// The consumer group the forwarders share.
-pub(crate) const FORWARDER_GROUP: &str = "__mq.delay";
+pub(crate) fn forwarder_group(names: &NameRules) -> String {
+    names.internal("delay", &[])
+}
 
-pub(crate) fn level_topic(level_ms: u64) -> String {
-    format!("__mq.delay.{level_ms}")
+pub(crate) fn level_topic(names: &NameRules, level_ms: u64) -> String {
+    names.internal("delay", &[&level_ms.to_string()])
 }
 
 /// The longest level not longer than `remaining`, or the shortest.
@@ -50,19 +55,8 @@ fn pick_level(remaining: Duration) -> u64 {
         .unwrap_or(LEVELS_MS[0])
 }
 
-/// Milliseconds since the Unix epoch, rounded up.
-fn millis_ceil(t: SystemTime) -> u64 {
-    let exact = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let ms = exact.as_millis() as u64;
-    if exact.subsec_nanos().is_multiple_of(1_000_000) {
-        ms
-    } else {
-        ms + 1
-    }
-}
-
 /// Rewrites `message` (due at `due`) into a parked copy in its level topic.
-fn park_at(mut message: Message, due: SystemTime, now: SystemTime) -> Message {
+fn park_at(names: &NameRules, mut message: Message, due: SystemTime, now: SystemTime) -> Message {
     let remaining = due.duration_since(now).unwrap_or_default();
     let level = pick_level(remaining);
     let hop_due = (now + Duration::from_millis(level)).min(due);
@@ -72,21 +66,25 @@ fn park_at(mut message: Message, due: SystemTime, now: SystemTime) -> Message {
     headers.insert(reserved::DELAY_DESTINATION, destination);
     // Rounded up: a due time rounded down could let the forwarder deliver
     // up to a millisecond early.
-    headers.insert(reserved::DELIVER_AT, millis_ceil(due).to_string());
-    headers.insert(reserved::DELAY_HOP_DUE, millis_ceil(hop_due).to_string());
-    message.with_topic(level_topic(level))
+    headers.insert(reserved::DELIVER_AT, due_millis(due).to_string());
+    headers.insert(reserved::DELAY_HOP_DUE, due_millis(hop_due).to_string());
+    message.with_topic(level_topic(names, level))
 }
 
 /// Creates every level topic with one partition, so each stays FIFO, and
 /// the forwarders' group on it, so parked messages are kept even on brokers
 /// that only route to existing groups.
 async fn create_level_topics(driver: &dyn Driver) -> crate::Result<()> {
+    let names = driver.capabilities().names;
+    let group = forwarder_group(&names);
     for level in LEVELS_MS {
-        let topic = level_topic(level);
+        let topic = level_topic(&names, level);
         driver
             .ensure_topic(&topic, &crate::driver::TopicSpec::new(1))
             .await?;
-        crate::driver::join_group(driver, &topic, FORWARDER_GROUP).await?;
+        driver
+            .ensure_group(&topic, &group, crate::StartFrom::Earliest)
+            .await?;
     }
     Ok(())
 }
@@ -99,6 +97,7 @@ struct Running {
 /// Parks delayed messages and runs the forwarder.
 pub(crate) struct DelayEmulator {
     driver: Arc<dyn Driver>,
+    names: NameRules,
     running: Mutex<Option<Running>>,
     topics_created: tokio::sync::OnceCell<()>,
 }
@@ -109,6 +108,7 @@ impl DelayEmulator {
 
     pub(crate) fn new(driver: Arc<dyn Driver>) -> Self {
         DelayEmulator {
+            names: driver.capabilities().names,
             driver,
             running: Mutex::new(None),
             topics_created: tokio::sync::OnceCell::new(),
@@ -125,7 +125,7 @@ impl DelayEmulator {
 
     /// The parked form of `message`, due at `due`.
     pub(crate) fn park(&self, message: Message, due: SystemTime, now: SystemTime) -> Message {
-        park_at(message, due, now)
+        park_at(&self.names, message, due, now)
     }
 
     /// Starts the forwarder in this process if it is not running yet.
@@ -161,16 +161,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn due_times_round_up() {
-        let t = std::time::UNIX_EPOCH + Duration::from_micros(1_000_001);
-        assert_eq!(millis_ceil(t), 1_001);
-        assert_eq!(
-            millis_ceil(std::time::UNIX_EPOCH + Duration::from_millis(7)),
-            7
-        );
-    }
-
-    #[test]
     fn levels() {
         assert_eq!(pick_level(Duration::from_millis(10)), 50);
         assert_eq!(pick_level(Duration::from_millis(199)), 50);
@@ -183,7 +173,7 @@ mod tests {
     fn park_stamps_headers() {
         let now = SystemTime::now();
         let due = now + Duration::from_millis(1_500);
-        let parked = park_at(Message::new("orders", "x"), due, now);
+        let parked = park_at(&NameRules::default(), Message::new("orders", "x"), due, now);
         assert_eq!(parked.topic(), "__mq.delay.1000");
         assert_eq!(
             parked.headers().get(reserved::DELAY_DESTINATION),
@@ -192,12 +182,13 @@ mod tests {
         assert_eq!(
             parked.headers().get(reserved::DELAY_HOP_DUE),
             Some(
-                millis_ceil(now + Duration::from_secs(1))
+                due_millis(now + Duration::from_secs(1))
                     .to_string()
                     .as_str()
             )
         );
         let short = park_at(
+            &NameRules::default(),
             Message::new("orders", "x"),
             now + Duration::from_millis(20),
             now,
@@ -205,7 +196,7 @@ mod tests {
         assert_eq!(
             short.headers().get(reserved::DELAY_HOP_DUE),
             Some(
-                millis_ceil(now + Duration::from_millis(20))
+                due_millis(now + Duration::from_millis(20))
                     .to_string()
                     .as_str()
             )

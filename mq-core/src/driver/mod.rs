@@ -1,28 +1,30 @@
 //! The driver SPI that backends implement, their [`Capabilities`], and the
-//! shared key → partition mapping.
+//! mechanics drivers share instead of copying: the key → partition mapping,
+//! partition [`assignment`], [`offsets`] tracking, rebalance events,
+//! [`Backoff`], due-time rounding ([`clock`]), internal [`names`] and
+//! common [`options`] names.
+//!
+//! A guide to writing a driver, with a skeleton that passes the
+//! conformance suite, is in [`guide`].
 
+pub mod assignment;
+mod backoff;
 mod capabilities;
+pub mod clock;
+pub mod guide;
+pub mod names;
+pub mod offsets;
+pub mod options;
 mod partitioner;
+mod rebalance;
 mod spi;
 
-pub use capabilities::{Capabilities, Support};
+pub use backoff::Backoff;
+pub use capabilities::{Capabilities, DelayModel, Support};
+pub use names::NameRules;
 pub use partitioner::{murmur2, partition_for_key};
-/// Creates `group` on `topic` (from the earliest message) by joining and
-/// leaving it. Queue brokers route only to groups that exist, so the core
-/// does this before it publishes to a topic whose readers may come later.
-pub async fn join_group(driver: &dyn Driver, topic: &str, group: &str) -> crate::Result<()> {
-    let subscription = driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: group.to_owned(),
-            start: StartFrom::Earliest,
-            prefetch: 1,
-        })
-        .await?;
-    subscription.close().await
-}
-
+pub use rebalance::{Rebalance, RebalanceQueue, Revocation, RevokeWait};
 pub use spi::{
     AckToken, Driver, DriverSubscription, DriverTransaction, PartitionLag, RawDelivery, StartFrom,
-    SubscribeSpec, TopicSpec,
+    SubscribeSpec, TopicPartition, TopicSpec,
 };

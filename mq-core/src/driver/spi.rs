@@ -1,35 +1,99 @@
 //! The driver SPI: the primitives a backend supplies. Everything else
 //! (validation, ids, retries, dead letters, delay emulation, dedup,
 //! ordering, telemetry) is done once in the core on top of these.
+//!
+//! The pub structs are `#[non_exhaustive]`: drivers build them with their
+//! constructors, so the SPI can grow without breaking drivers.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
-use super::Capabilities;
+use super::{Capabilities, Rebalance};
 use crate::error::Result;
 use crate::message::{Message, Receipt};
 
+/// One partition (queue, shard, stream) of a topic: what assignments and
+/// revocations name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// The topic (or internal topic).
+    pub topic: Arc<str>,
+    /// Partition, queue or shard index.
+    pub partition: u32,
+}
+
+impl TopicPartition {
+    /// Partition `partition` of `topic`.
+    pub fn new(topic: impl Into<Arc<str>>, partition: u32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
 /// Identifies one delivered record to its subscription for ack or nack.
 ///
-/// Drivers fill the fields as their broker needs: a log backend uses
-/// `partition` and `offset`; Redis puts the entry id's two halves in
-/// `offset` and `tag`; AMQP puts the delivery tag in `offset` and the shard in
-/// `partition`.
+/// A log backend uses `partition` and `offset`; a broker that acks by its
+/// own id puts it in `handle` (a RocketMQ receipt handle, a Redis entry id),
+/// which the core carries back untouched.
+///
+/// ```
+/// use mq_core::driver::AckToken;
+/// let token = AckToken::new("orders", 3, 42).with_handle("1700000000000-0");
+/// assert_eq!(token.handle.as_deref(), Some(&b"1700000000000-0"[..]));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct AckToken {
     /// The topic (or internal topic) the record was read from.
     pub topic: Arc<str>,
     /// Partition, queue or shard.
     pub partition: u32,
-    /// Offset or broker-specific position.
+    /// Offset, or a broker-specific position (an AMQP delivery tag).
     pub offset: u64,
-    /// A second broker-specific number, 0 when unused.
-    pub tag: u64,
+    /// An opaque broker handle, when the broker acks by one.
+    pub handle: Option<Bytes>,
+}
+
+impl AckToken {
+    /// A token for the record at `offset` of `partition` of `topic`.
+    pub fn new(topic: impl Into<Arc<str>>, partition: u32, offset: u64) -> Self {
+        AckToken {
+            topic: topic.into(),
+            partition,
+            offset,
+            handle: None,
+        }
+    }
+
+    /// Attaches the broker's own handle for the record.
+    pub fn with_handle(mut self, handle: impl Into<Bytes>) -> Self {
+        self.handle = Some(handle.into());
+        self
+    }
+
+    /// The partition the record came from.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+
+    /// Whether the record came from `partition`.
+    pub fn is_in(&self, partition: &TopicPartition) -> bool {
+        self.partition == partition.partition && *self.topic == *partition.topic
+    }
 }
 
 /// Where a new consumer group starts reading.
+///
+/// What "earliest" reaches depends on whether the broker keeps messages for
+/// a group before it exists:
+/// [`Capabilities::retains_before_group`](crate::driver::Capabilities::retains_before_group).
+/// Create groups ahead with [`Admin::ensure_group`](crate::Admin::ensure_group)
+/// to be sure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
@@ -42,6 +106,7 @@ pub enum StartFrom {
 
 /// What a driver is asked to subscribe to.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct SubscribeSpec {
     /// Topics to read (a user topic, and internal retry topics the core adds).
     pub topics: Vec<String>,
@@ -51,6 +116,30 @@ pub struct SubscribeSpec {
     pub start: StartFrom,
     /// Most deliveries this member holds unsettled at once.
     pub prefetch: usize,
+}
+
+impl SubscribeSpec {
+    /// `group` on `topics`, from the earliest message, prefetch 512.
+    pub fn new(topics: Vec<String>, group: impl Into<String>) -> Self {
+        SubscribeSpec {
+            topics,
+            group: group.into(),
+            start: StartFrom::Earliest,
+            prefetch: 512,
+        }
+    }
+
+    /// Where a group seen for the first time starts.
+    pub fn with_start(mut self, start: StartFrom) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Most deliveries held unsettled at once (at least 1).
+    pub fn with_prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
 }
 
 /// Topic settings for [`Driver::ensure_topic`].
@@ -84,6 +173,7 @@ impl TopicSpec {
 
 /// Backlog of one partition for one group.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PartitionLag {
     /// Partition, queue or shard index.
     pub partition: u32,
@@ -96,8 +186,28 @@ pub struct PartitionLag {
     pub committed_offset: Option<u64>,
 }
 
+impl PartitionLag {
+    /// `lag` messages not acked on `partition`, without offsets.
+    pub fn new(partition: u32, lag: u64) -> Self {
+        PartitionLag {
+            partition,
+            lag,
+            end_offset: None,
+            committed_offset: None,
+        }
+    }
+
+    /// Adds the end offset and the group's committed offset.
+    pub fn with_offsets(mut self, end: u64, committed: Option<u64>) -> Self {
+        self.end_offset = Some(end);
+        self.committed_offset = committed;
+        self
+    }
+}
+
 /// One record handed to a subscription.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RawDelivery {
     /// The message as published: id, key, headers, payload, publish time.
     pub message: Message,
@@ -111,6 +221,33 @@ pub struct RawDelivery {
     pub first_seen: SystemTime,
     /// The handle for ack and nack.
     pub token: AckToken,
+}
+
+impl RawDelivery {
+    /// A first delivery of `message`, identified by `token` (whose
+    /// partition it reports), first seen at `first_seen`, without an offset.
+    pub fn new(message: Message, token: AckToken, first_seen: SystemTime) -> Self {
+        RawDelivery {
+            message,
+            partition: token.partition,
+            offset: None,
+            delivery_count: 1,
+            first_seen,
+            token,
+        }
+    }
+
+    /// The record's offset in its partition.
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = Some(offset);
+        self
+    }
+
+    /// How many times the broker has handed this record to the group (at least 1).
+    pub fn with_delivery_count(mut self, count: u32) -> Self {
+        self.delivery_count = count.max(1);
+        self
+    }
 }
 
 /// A backend. Object safe; the client holds it as `Arc<dyn Driver>`.
@@ -134,6 +271,12 @@ pub trait Driver: Send + Sync + 'static {
     /// Joins `spec.group` on `spec.topics`.
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>>;
 
+    /// Creates `group` on `topic` if missing, positioned at `start`, without
+    /// joining it: no member joins or leaves, so no rebalance happens. From
+    /// then on the group retains every message published to the topic.
+    /// An existing group is left where it is. The topic is created if missing.
+    async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()>;
+
     /// Creates the topic if missing; an existing topic is left as it is.
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()>;
 
@@ -148,22 +291,42 @@ pub trait Driver: Send + Sync + 'static {
 }
 
 /// A group membership created by [`Driver::subscribe`].
+///
+/// **Liveness**: a subscription stays a member of its group while nobody
+/// calls [`fetch`](Self::fetch), for as long as it is open (the runtime
+/// stops fetching under backpressure, and a delay forwarder may wait hours
+/// for the head of a long level). A driver whose broker drops members that
+/// do not poll keeps polling in the background and pauses its partitions
+/// instead.
+///
+/// **Rebalance**: a driver whose assignment can change reports it through
+/// [`rebalance`](Self::rebalance) (see [`Rebalance`] for the protocol).
 #[async_trait]
 pub trait DriverSubscription: Send + Sync {
     /// Waits until at least one delivery is available and returns up to `max`.
     ///
     /// Must be cancel safe: dropping the future before it completes loses no
-    /// record (it stays available for a later fetch).
+    /// record (it stays available for a later fetch). Once a revocation has
+    /// been returned by [`rebalance`](Self::rebalance), no fetch returns
+    /// records of its partitions until they are assigned again.
     async fn fetch(&self, max: usize) -> Result<Vec<RawDelivery>>;
 
     /// Acknowledges records; each is done for this group. A token from a
-    /// connection or channel that has since been lost is ignored (`Ok`):
-    /// the broker redelivers that record, and at-least-once allows it.
+    /// connection or channel that has since been lost, or of a partition
+    /// revoked since, is ignored (`Ok`): the broker redelivers that record,
+    /// and at-least-once allows it.
     async fn ack(&self, tokens: Vec<AckToken>) -> Result<()>;
 
     /// Returns a record for redelivery to the group after `after`. Only
     /// called with a non-zero pause when `redelivery_delay` is `Native`.
     async fn nack(&self, token: AckToken, after: Duration) -> Result<()>;
+
+    /// The next change of this member's assignment; `None` once there will
+    /// be none. Must be cancel safe. The default never reports one, for
+    /// brokers where membership never moves partitions between members.
+    async fn rebalance(&self) -> Option<Rebalance> {
+        std::future::pending().await
+    }
 
     /// Leaves the group; unacked records go back to the group.
     async fn close(&self) -> Result<()>;

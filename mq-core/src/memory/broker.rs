@@ -10,15 +10,18 @@ use tokio::sync::Notify;
 
 use super::log::{record_at, InFlight, MemberId, PartitionLog};
 use super::MemoryOptions;
-use crate::driver::{partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom};
+use crate::driver::assignment::{hand_on, reshare, Member};
+use crate::driver::{
+    partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom, TopicPartition,
+};
 use crate::message::{Message, Receipt};
 
 pub(super) struct Topic {
     pub(super) name: Arc<str>,
     pub(super) partitions: Vec<Mutex<PartitionLog>>,
-    /// Members per group, in join order; partition `p` belongs to
-    /// `members[p % members.len()]`.
-    groups: Mutex<HashMap<Arc<str>, Vec<MemberId>>>,
+    /// Members per group, in join order, sharing the partitions as
+    /// [`share`] says.
+    groups: Mutex<HashMap<Arc<str>, Vec<Arc<Member>>>>,
     /// Woken when records arrive or come back.
     pub(super) changed: Notify,
     round_robin: AtomicU32,
@@ -43,20 +46,6 @@ impl Topic {
             Some(key) => partition_for_key(key, n),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
         }
-    }
-
-    /// Partitions assigned to `member` in `group`.
-    pub(super) fn assigned(&self, group: &str, member: MemberId) -> Vec<usize> {
-        let groups = self.groups.lock();
-        let Some(members) = groups.get(group) else {
-            return Vec::new();
-        };
-        let Some(index) = members.iter().position(|m| *m == member) else {
-            return Vec::new();
-        };
-        (0..self.partitions.len())
-            .filter(|p| p % members.len() == index)
-            .collect()
     }
 }
 
@@ -248,30 +237,81 @@ impl Broker {
         next
     }
 
-    pub(super) fn join(&self, topic: &Topic, group: &Arc<str>, member: MemberId, start: StartFrom) {
+    /// Creates `group`'s cursors on `topic` where missing.
+    pub(super) fn ensure_group(&self, topic: &Topic, group: &Arc<str>, start: StartFrom) {
         for partition in &topic.partitions {
             partition.lock().cursor(group, start == StartFrom::Latest);
         }
+    }
+
+    pub(super) fn join(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        group: &Arc<str>,
+        member: &Arc<Member>,
+        start: StartFrom,
+    ) {
+        self.ensure_group(topic, group, start);
         topic
             .groups
             .lock()
             .entry(group.clone())
             .or_default()
-            .push(member);
-        topic.changed.notify_waiters();
+            .push(member.clone());
+        self.rebalance(topic, group);
     }
 
-    pub(super) fn leave(&self, topic: &Topic, group: &Arc<str>, member: MemberId) {
+    pub(super) fn leave(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>, member: &Member) {
         if let Some(members) = topic.groups.lock().get_mut(group) {
-            members.retain(|m| *m != member);
+            members.retain(|m| m.id() != member.id());
         }
+        member.leave();
         let now = Instant::now();
         for partition in &topic.partitions {
             if let Some(cursor) = partition.lock().cursors.get_mut(group) {
-                cursor.release_member(member, now);
+                cursor.release_member(member.id(), now);
             }
         }
+        self.rebalance(topic, group);
+    }
+
+    /// Gives every member of `group` its share of `topic`; partitions a
+    /// member lost are given back once its runtime let go of them.
+    fn rebalance(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>) {
+        let lost = {
+            let groups = topic.groups.lock();
+            let members = groups.get(group).map_or(&[][..], Vec::as_slice);
+            reshare(&topic.name, topic.partitions.len() as u32, members)
+        };
+        // Weak: a revocation nobody completes must not keep the broker alive.
+        let (broker, topic_ref, group_ref) = (Arc::downgrade(self), topic.clone(), group.clone());
+        hand_on(lost, move |member, partitions| {
+            if let Some(broker) = broker.upgrade() {
+                broker.give_back(&topic_ref, &group_ref, member, partitions);
+            }
+        });
         topic.changed.notify_waiters();
+    }
+
+    /// Gives back what `member` holds of the revoked `partitions`, so
+    /// their next owner may read them.
+    fn give_back(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        group: &Arc<str>,
+        member: &Member,
+        partitions: &[TopicPartition],
+    ) {
+        let now = Instant::now();
+        for tp in partitions {
+            if let Some(partition) = topic.partitions.get(tp.partition as usize) {
+                if let Some(cursor) = partition.lock().cursors.get_mut(group) {
+                    cursor.release_member(member.id(), now);
+                }
+            }
+        }
+        member.revoked(partitions);
+        self.rebalance(topic, group);
     }
 
     /// Takes up to `max` deliverable records of `topic` for `member`;
@@ -280,14 +320,15 @@ impl Broker {
         &self,
         topic: &Topic,
         group: &Arc<str>,
-        member: MemberId,
+        member: &Member,
         max: usize,
         out: &mut Vec<RawDelivery>,
     ) -> Option<Instant> {
         let now = Instant::now();
         let wall = SystemTime::now();
         let mut next_due: Option<Instant> = None;
-        let assigned = topic.assigned(group, member);
+        let assigned = member.readable(&topic.name);
+        let member: MemberId = member.id();
         if assigned.is_empty() {
             return None;
         }
@@ -296,6 +337,7 @@ impl Broker {
             if out.len() >= max {
                 break;
             }
+            let p = p as usize;
             let mut log = topic.partitions[p].lock();
             let end = log.end();
             let log = &mut *log;
@@ -411,12 +453,8 @@ impl Broker {
             .enumerate()
             .map(|(p, log)| {
                 let log = log.lock();
-                PartitionLag {
-                    partition: p as u32,
-                    lag: log.lag(group),
-                    end_offset: Some(log.end()),
-                    committed_offset: log.committed(group),
-                }
+                PartitionLag::new(p as u32, log.lag(group))
+                    .with_offsets(log.end(), log.committed(group))
             })
             .collect()
     }
@@ -430,19 +468,13 @@ fn raw(
     count: u32,
     first_seen: SystemTime,
 ) -> RawDelivery {
-    RawDelivery {
-        message: record.message.clone(),
-        partition,
-        offset: Some(offset),
-        delivery_count: count,
+    RawDelivery::new(
+        record.message.clone(),
+        AckToken::new(topic.clone(), partition, offset),
         first_seen,
-        token: AckToken {
-            topic: topic.clone(),
-            partition,
-            offset,
-            tag: 0,
-        },
-    }
+    )
+    .with_offset(offset)
+    .with_delivery_count(count)
 }
 
 async fn run_scheduler(broker: Weak<Broker>) {

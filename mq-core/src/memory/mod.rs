@@ -27,8 +27,8 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
-    Support, TopicSpec,
+    options, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
+    SubscribeSpec, Support, TopicSpec,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Receipt};
@@ -118,7 +118,7 @@ impl MemoryDriver {
         }
         let mut reader = config.reader();
         let defaults = MemoryOptions::default();
-        let partitions = reader.take_or("partitions", defaults.partitions)?;
+        let partitions = reader.take_or(options::PARTITIONS, defaults.partitions)?;
         if partitions == 0 {
             return Err(Error::Config("option partitions must be at least 1".into()));
         }
@@ -134,8 +134,9 @@ impl MemoryDriver {
         let options = MemoryOptions {
             partitions,
             native_delay,
-            max_message_bytes: reader.take_or("max_message_bytes", defaults.max_message_bytes)?,
-            dedup_window: reader.take_duration_or("dedup_window", defaults.dedup_window)?,
+            max_message_bytes: reader
+                .take_or(options::MAX_MESSAGE_BYTES, defaults.max_message_bytes)?,
+            dedup_window: reader.take_duration_or(options::DEDUP_WINDOW, defaults.dedup_window)?,
         };
         reader.finish()?;
         let name = config.url().host_str().unwrap_or_default().to_owned();
@@ -177,19 +178,17 @@ impl Driver for MemoryDriver {
         } else {
             Support::Unsupported
         };
-        Capabilities {
-            delay,
-            redelivery_delay: delay,
-            transactions: Support::Native,
-            idempotent_publish: Support::Native,
-            ordering: Support::Native,
-            // The memory broker keeps every message for the life of the process.
-            topic_retention: Support::Unsupported,
-            max_message_bytes: options.max_message_bytes,
-            delay_precision: Duration::from_millis(10),
-            max_delay: Duration::from_secs(365 * 24 * 3600),
-            dedup_window: options.dedup_window,
-        }
+        let mut caps = Capabilities::minimal();
+        caps.delay = delay;
+        caps.redelivery_delay = delay;
+        caps.transactions = Support::Native;
+        caps.idempotent_publish = Support::Native;
+        // The memory broker keeps every message for the life of the process.
+        caps.topic_retention = Support::Unsupported;
+        caps.retains_before_group = true;
+        caps.max_message_bytes = options.max_message_bytes;
+        caps.delay_precision = Duration::from_millis(10);
+        caps
     }
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
@@ -214,6 +213,13 @@ impl Driver for MemoryDriver {
             self.closed.clone(),
             spec,
         )))
+    }
+
+    async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
+        check_open(&self.closed)?;
+        let topic = self.broker.topic_or_create(topic, None);
+        self.broker.ensure_group(&topic, &Arc::from(group), start);
+        Ok(())
     }
 
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {

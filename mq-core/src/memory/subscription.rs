@@ -11,14 +11,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::broker::{Broker, Topic};
 use super::check_open;
-use super::log::MemberId;
-use crate::driver::{AckToken, DriverSubscription, RawDelivery, SubscribeSpec};
+use crate::driver::assignment::Member;
+use crate::driver::{AckToken, DriverSubscription, RawDelivery, Rebalance, SubscribeSpec};
 use crate::error::{Error, Result};
 
 pub(super) struct MemorySubscription {
     broker: Arc<Broker>,
     group: Arc<str>,
-    member: MemberId,
+    member: Arc<Member>,
     topics: Vec<Arc<Topic>>,
     left: AtomicBool,
     driver_closed: Arc<AtomicBool>,
@@ -31,14 +31,14 @@ impl MemorySubscription {
         spec: SubscribeSpec,
     ) -> Self {
         let group: Arc<str> = Arc::from(spec.group.as_str());
-        let member = broker.next_id();
+        let member = Member::new(broker.next_id());
         let topics: Vec<Arc<Topic>> = spec
             .topics
             .iter()
             .map(|t| broker.topic_or_create(t, None))
             .collect();
         for topic in &topics {
-            broker.join(topic, &group, member, spec.start);
+            broker.join(topic, &group, &member, spec.start);
         }
         MemorySubscription {
             broker,
@@ -55,7 +55,7 @@ impl MemorySubscription {
             return;
         }
         for topic in &self.topics {
-            self.broker.leave(topic, &self.group, self.member);
+            self.broker.leave(topic, &self.group, &self.member);
         }
     }
 
@@ -89,7 +89,7 @@ impl DriverSubscription for MemorySubscription {
                 for topic in &self.topics {
                     if let Some(due) =
                         self.broker
-                            .take(topic, &self.group, self.member, max, &mut out)
+                            .take(topic, &self.group, &self.member, max, &mut out)
                     {
                         next_due = Some(next_due.map_or(due, |d: std::time::Instant| d.min(due)));
                     }
@@ -125,6 +125,10 @@ impl DriverSubscription for MemorySubscription {
         check_open(&self.driver_closed)?;
         self.broker.nack(&self.group, &token, after);
         Ok(())
+    }
+
+    async fn rebalance(&self) -> Option<Rebalance> {
+        self.member.next_rebalance().await
     }
 
     async fn close(&self) -> Result<()> {

@@ -103,7 +103,7 @@ impl Delivery {
     /// Acknowledges: the group is done with this message.
     pub async fn ack(mut self) -> Result<()> {
         let settler = self.take_settler()?;
-        settler.settled();
+        settler.settled(&self.token);
         settler.ack(&self).await
     }
 
@@ -111,14 +111,14 @@ impl Delivery {
     /// the subscription's `max_attempts` it is dead-lettered instead.
     pub async fn nack(mut self, retry_after: Duration, error: impl Into<String>) -> Result<()> {
         let settler = self.take_settler()?;
-        settler.settled();
+        settler.settled(&self.token);
         settler.retry(&self, retry_after, error.into()).await
     }
 
     /// Sends the message to the dead-letter topic now, with `reason`, and acks it.
     pub async fn dead_letter(mut self, reason: impl Into<String>) -> Result<()> {
         let settler = self.take_settler()?;
-        settler.settled();
+        settler.settled(&self.token);
         settler.dead_letter(&self, reason.into()).await
     }
 }

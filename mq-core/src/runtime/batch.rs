@@ -36,18 +36,23 @@ pub(crate) async fn run_batches(
         workers.spawn(lane(shared.clone(), handler.clone(), rx, batch));
     }
     let mut next_keyless = 0usize;
-    let fetched = fetch_loop(shared.clone(), |batch| {
-        for d in batch {
-            let lane = match d.message.key() {
-                Some(key) => partition_for_key(key, lanes as u32) as usize,
-                None => {
-                    next_keyless = (next_keyless + 1) % lanes;
-                    next_keyless
-                }
-            };
-            let _ = senders[lane].send(d);
-        }
-    })
+    // Lanes drop buffered deliveries of revoked partitions as they reach them.
+    let fetched = fetch_loop(
+        shared.clone(),
+        |batch| {
+            for d in batch {
+                let lane = match d.message.key() {
+                    Some(key) => partition_for_key(key, lanes as u32) as usize,
+                    None => {
+                        next_keyless = (next_keyless + 1) % lanes;
+                        next_keyless
+                    }
+                };
+                let _ = senders[lane].send(d);
+            }
+        },
+        |_| {},
+    )
     .await;
     drop(senders);
     drain(&shared, workers).await;
@@ -82,32 +87,39 @@ async fn lane(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let count = batch.len();
-        if !handle_batch(&shared, handler.as_ref(), batch).await {
+        let (revoked, batch): (Vec<Delivery>, Vec<Delivery>) = batch
+            .into_iter()
+            .partition(|d| shared.settler.partitions.is_revoked(&d.token));
+        shared.dropped(&revoked);
+        if batch.is_empty() {
+            continue;
+        }
+        if !handle_batch(&shared, handler.as_ref(), &batch).await {
             return;
         }
-        shared.finished(count).await;
+        shared.finished(batch.iter().map(|d| &d.token)).await;
     }
 }
 
 /// Handles one batch to completion; false when stopping before it was settled.
-async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: Vec<Delivery>) -> bool {
+async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Delivery]) -> bool {
     let settler = &shared.settler;
     let mut attempt = batch.iter().map(Delivery::attempt).max().unwrap_or(1);
-    let mut current = batch;
+    let mut retried: Option<Vec<Delivery>> = None;
     loop {
-        let outcome = catch_panic(handler.handle_batch(&current)).await;
+        let current = retried.as_deref().unwrap_or(batch);
+        let outcome = catch_panic(handler.handle_batch(current)).await;
         let mut settle_errors = Vec::new();
         match outcome {
             Ok(()) => {
-                for d in &current {
+                for d in current {
                     if let Err(e) = settler.ack_buffered(d).await {
                         settle_errors.push(e);
                     }
                 }
             }
             Err(HandlerError::Reject { reason }) => {
-                for d in &current {
+                for d in current {
                     if let Err(e) = settler.dead_letter(d, reason.clone()).await {
                         settle_errors.push(e);
                     }
@@ -120,10 +132,10 @@ async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: Vec<De
                         return false;
                     }
                     attempt += 1;
-                    current = current.iter().map(|d| d.with_attempt(attempt)).collect();
+                    retried = Some(current.iter().map(|d| d.with_attempt(attempt)).collect());
                     continue;
                 }
-                for d in &current {
+                for d in current {
                     let result = if settler.policy.exhausted(attempt) {
                         settler.dead_letter(d, error.to_string()).await
                     } else {

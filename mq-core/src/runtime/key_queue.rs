@@ -92,6 +92,50 @@ impl<T> KeyQueue<T> {
         }
     }
 
+    /// Takes out every queued item (ready or waiting behind its key) that
+    /// `matches`; the items of a key left behind keep their order.
+    pub(crate) fn remove_where(&self, matches: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut removed = Vec::new();
+        let mut state = self.state.lock();
+        let State { ready, busy, .. } = &mut *state;
+        for waiting in busy.values_mut() {
+            let mut kept = VecDeque::with_capacity(waiting.len());
+            for item in waiting.drain(..) {
+                if matches(&item) {
+                    removed.push(item);
+                } else {
+                    kept.push_back(item);
+                }
+            }
+            *waiting = kept;
+        }
+        let mut kept = VecDeque::with_capacity(ready.len());
+        for (key, item) in ready.drain(..) {
+            if !matches(&item) {
+                kept.push_back((key, item));
+                continue;
+            }
+            removed.push(item);
+            // The key's head is gone and it is not handed out: its next
+            // item (if any) becomes ready in its place.
+            if let Some(key) = key {
+                match busy.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some(next) => kept.push_back((Some(key), next)),
+                    None => {
+                        busy.remove(&key);
+                    }
+                }
+            }
+        }
+        *ready = kept;
+        let more = !ready.is_empty();
+        drop(state);
+        if more {
+            self.notify.notify_one();
+        }
+        removed
+    }
+
     /// Stops handing out items; waiting `pop`s return `None`.
     pub(crate) fn close(&self) {
         self.state.lock().closed = true;
@@ -136,5 +180,32 @@ mod tests {
         assert_eq!(v2, 2);
         q.close();
         assert!(q.next(None).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn removing_items_keeps_the_order_of_the_rest() {
+        let q = KeyQueue::new();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        q.push_all([
+            (Some(a.clone()), 1),
+            (Some(a.clone()), 2),
+            (Some(a.clone()), 3),
+            (Some(b.clone()), 10),
+            (Some(b.clone()), 11),
+        ]);
+        let (kb, first) = {
+            // Hand out "a"'s head so "a" is busy.
+            let (k, v) = q.next(None).await.unwrap();
+            assert_eq!(v, 1);
+            (k, v)
+        };
+        let mut removed = q.remove_where(|v| *v == 2 || *v == 10);
+        removed.sort();
+        assert_eq!(removed, [2, 10]);
+        // "b" lost its ready head: 11 takes its place.
+        assert_eq!(q.next(None).await.unwrap().1, 11);
+        // "a" is still busy with 1; its next is 3, after 1 finishes.
+        assert_eq!(first, 1);
+        assert_eq!(q.next(kb).await.unwrap().1, 3);
     }
 }

@@ -14,6 +14,7 @@ mod batch;
 mod handler;
 mod key_queue;
 mod layer;
+mod rebalance;
 mod receive;
 mod retry;
 mod run;
@@ -27,6 +28,7 @@ pub use handler::{
 };
 pub(crate) use layer::stack;
 pub use layer::{Layer, TimeoutLayer};
+pub(crate) use rebalance::serve_rebalance;
 pub(crate) use receive::delivery_from_raw;
 pub(crate) use retry::retry_topic;
 pub use retry::RetryPolicy;

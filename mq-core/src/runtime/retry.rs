@@ -105,8 +105,8 @@ impl RetryPolicy {
 
 /// The internal topic holding a group's delayed retries of `topic`, used where
 /// the backend cannot delay a redelivery to one group by itself.
-pub(crate) fn retry_topic(group: &str, topic: &str) -> String {
-    format!("__mq.retry.{group}.{topic}")
+pub(crate) fn retry_topic(names: &crate::driver::NameRules, group: &str, topic: &str) -> String {
+    names.internal("retry", &[group, topic])
 }
 
 #[cfg(test)]

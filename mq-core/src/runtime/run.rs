@@ -8,13 +8,19 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::driver::{AckToken, Backoff, TopicPartition};
 use crate::error::{Error, Result};
 use crate::message::Delivery;
+use crate::runtime::rebalance::serve_rebalance;
 use crate::runtime::receive::delivery_from_raw;
 use crate::runtime::settle::Settler;
 
 /// Most deliveries asked of the driver in one fetch.
 const MAX_FETCH: usize = 512;
+
+/// Pauses between failed fetches.
+const FETCH_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_millis(3_200));
 
 /// Settings of a running consumer.
 #[derive(Clone, Debug)]
@@ -57,7 +63,8 @@ impl Shared {
     /// Called once per delivery when it is settled. Its prefetch slot is
     /// freed once its ack has reached the broker, so the bound holds at the
     /// broker too; buffered acks are flushed when the consumer goes idle.
-    pub(crate) async fn finished(&self, count: usize) {
+    pub(crate) async fn finished<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) {
+        let count = self.forget(tokens);
         let idle = self.in_flight.fetch_sub(count, Ordering::AcqRel) == count;
         if idle {
             if let Err(error) = self.settler.flush().await {
@@ -65,6 +72,23 @@ impl Shared {
             }
         }
         self.permits.add_permits(self.settler.releasable(count));
+    }
+
+    /// Called for deliveries dropped unhandled (their partition was
+    /// revoked): they free their slots, and the driver redelivers them.
+    pub(crate) fn dropped(&self, deliveries: &[Delivery]) {
+        let count = self.forget(deliveries.iter().map(|d| &d.token));
+        self.in_flight.fetch_sub(count, Ordering::AcqRel);
+        self.permits.add_permits(self.settler.releasable(count));
+    }
+
+    fn forget<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) -> usize {
+        let mut count = 0;
+        for token in tokens {
+            self.settler.partitions.settled(token);
+            count += 1;
+        }
+        count
     }
 
     /// Waits for `stop`, or for a pause to pass; true when stopping.
@@ -85,13 +109,26 @@ impl Shared {
 pub(crate) async fn fetch_loop(
     shared: Arc<Shared>,
     mut dispatch: impl FnMut(Vec<Delivery>),
+    mut drop_buffered: impl FnMut(&[TopicPartition]),
 ) -> Result<()> {
     let mut stop = shared.stop.clone();
     let group = shared.settler.group.clone();
+    let subscription = shared.settler.subscription.clone();
+    let deadline = shared.settings.shutdown_timeout;
     let mut failures = 0u32;
+    // Rebalance events are taken here, between fetches, also while the
+    // prefetch bound holds fetching back; see `runtime::rebalance`.
+    let mut rebalances = true;
     loop {
         let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),
+            event = subscription.rebalance(), if rebalances => {
+                match event {
+                    Some(event) => serve_rebalance(&shared.settler, event, deadline, &mut drop_buffered),
+                    None => rebalances = false,
+                }
+                continue;
+            }
             permit = shared.permits.clone().acquire_owned() => permit,
         };
         let Ok(first) = first else { return Ok(()) };
@@ -111,20 +148,33 @@ pub(crate) async fn fetch_loop(
                 shared.permits.add_permits(granted);
                 return Ok(());
             }
-            fetched = shared.settler.subscription.fetch(granted) => fetched,
+            event = subscription.rebalance(), if rebalances => {
+                shared.permits.add_permits(granted);
+                match event {
+                    Some(event) => serve_rebalance(&shared.settler, event, deadline, &mut drop_buffered),
+                    None => rebalances = false,
+                }
+                continue;
+            }
+            fetched = subscription.fetch(granted) => fetched,
         };
         match fetched {
             Ok(batch) => {
                 failures = 0;
-                let unused = granted.saturating_sub(batch.len());
+                let mut deliveries: Vec<Delivery> = batch
+                    .into_iter()
+                    .map(|raw| delivery_from_raw(raw, &group, None))
+                    .collect();
+                shared
+                    .settler
+                    .partitions
+                    .hand_out(&mut deliveries, |d| &d.token);
+                let unused = granted.saturating_sub(deliveries.len());
                 shared.permits.add_permits(unused);
-                shared.in_flight.fetch_add(batch.len(), Ordering::AcqRel);
-                dispatch(
-                    batch
-                        .into_iter()
-                        .map(|raw| delivery_from_raw(raw, &group, None))
-                        .collect(),
-                );
+                shared
+                    .in_flight
+                    .fetch_add(deliveries.len(), Ordering::AcqRel);
+                dispatch(deliveries);
             }
             Err(Error::Closed(what)) => {
                 shared.permits.add_permits(granted);
@@ -136,8 +186,8 @@ pub(crate) async fn fetch_loop(
                 if !error.is_retryable() {
                     return Err(error);
                 }
-                failures += 1;
-                let pause = Duration::from_millis(50u64 << failures.min(6));
+                failures = failures.saturating_add(1);
+                let pause = FETCH_BACKOFF.after(failures);
                 tracing::warn!(%error, ?pause, "fetching failed; retrying");
                 if shared.pause_or_stop(pause).await {
                     return Ok(());

@@ -14,6 +14,7 @@ use crate::client::Client;
 use crate::driver::{AckToken, DriverSubscription, Support};
 use crate::error::Result;
 use crate::message::{reserved, Delivery, Message};
+use crate::runtime::rebalance::Partitions;
 use crate::runtime::retry::retry_topic;
 use crate::runtime::RetryPolicy;
 
@@ -55,6 +56,8 @@ pub(crate) struct Settler {
     pub(crate) group: Arc<str>,
     pub(crate) policy: RetryPolicy,
     pub(crate) dead_letter: DeadLetter,
+    /// Deliveries held per partition, and the partitions revoked.
+    pub(crate) partitions: Partitions,
     pending_acks: Mutex<AckBuffer>,
     /// Stream mode: deliveries handed out and not yet settled, bounded by `prefetch`.
     unsettled: AtomicUsize,
@@ -80,6 +83,7 @@ impl Settler {
             group,
             policy,
             dead_letter,
+            partitions: Partitions::default(),
             pending_acks: Mutex::new(AckBuffer::default()),
             unsettled: AtomicUsize::new(0),
             prefetch,
@@ -108,8 +112,9 @@ impl Settler {
         self.unsettled.fetch_add(count, Ordering::AcqRel);
     }
 
-    /// Stream mode: one delivery was settled.
-    pub(crate) fn settled(&self) {
+    /// Stream mode: one delivery was settled (or dropped unsettled).
+    pub(crate) fn settled(&self, token: &AckToken) {
+        self.partitions.settled(token);
         self.unsettled.fetch_sub(1, Ordering::AcqRel);
         self.room.notify_one();
     }
@@ -173,7 +178,7 @@ impl Settler {
         if self.policy.exhausted(delivery.attempt) {
             return self.dead_letter(delivery, error).await;
         }
-        if self.client.inner.driver.capabilities().redelivery_delay == Support::Native {
+        if self.client.inner.capabilities.redelivery_delay == Support::Native {
             return self.subscription.nack(delivery.token.clone(), after).await;
         }
         let mut copy = republishable(Message::clone(&delivery.message));
@@ -186,7 +191,11 @@ impl Settler {
         );
         headers.insert(reserved::RETRY_TOPIC, original_topic.clone());
         let copy = copy
-            .with_topic(retry_topic(&self.group, &original_topic))
+            .with_topic(retry_topic(
+                &self.client.inner.capabilities.names,
+                &self.group,
+                &original_topic,
+            ))
             .with_delay(after);
         self.client
             .publisher()
@@ -198,7 +207,13 @@ impl Settler {
     /// The dead-letter topic for messages of `topic`, if dead-lettering is on.
     pub(crate) fn dead_letter_topic(&self, topic: &str) -> Option<String> {
         match &self.dead_letter {
-            DeadLetter::Suffix => Some(format!("{topic}.dlq")),
+            DeadLetter::Suffix => Some(
+                self.client
+                    .inner
+                    .capabilities
+                    .names
+                    .dead_letter_topic(topic),
+            ),
             DeadLetter::Topic(t) => Some(t.clone()),
             DeadLetter::Disabled => None,
         }

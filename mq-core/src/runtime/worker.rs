@@ -29,22 +29,34 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
                 let Some((key, delivery)) = next.await else {
                     break;
                 };
+                if shared.settler.partitions.is_revoked(&delivery.token) {
+                    shared.dropped(std::slice::from_ref(&delivery));
+                    finished_key = key;
+                    continue;
+                }
                 let settled = handle_one(&shared, &mut caller, &delivery).await;
                 if !settled {
                     // Stopping mid-retry: leave it unacked for redelivery, and
                     // keep later messages of the key from overtaking it.
                     break;
                 }
-                shared.finished(1).await;
+                shared.finished([&delivery.token]).await;
                 finished_key = key;
             }
         });
     }
     let fetched = {
-        let queue = queue.clone();
-        fetch_loop(shared.clone(), move |batch| {
-            queue.push_all(batch.into_iter().map(|d| (d.message.key_arc().cloned(), d)))
-        })
+        let (queue, buffered, dropper) = (queue.clone(), queue.clone(), shared.clone());
+        fetch_loop(
+            shared.clone(),
+            move |batch| {
+                queue.push_all(batch.into_iter().map(|d| (d.message.key_arc().cloned(), d)))
+            },
+            move |revoked| {
+                let gone = buffered.remove_where(|d| revoked.iter().any(|tp| d.token.is_in(tp)));
+                dropper.dropped(&gone);
+            },
+        )
         .await
     };
     queue.close();

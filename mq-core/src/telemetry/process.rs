@@ -394,12 +394,7 @@ mod tests {
             offset: Some(0),
             attempt: 1,
             first_seen: std::time::SystemTime::now(),
-            token: crate::driver::AckToken {
-                topic: Arc::from("t"),
-                partition: 0,
-                offset: 0,
-                tag: 0,
-            },
+            token: crate::driver::AckToken::new("t", 0, 0),
             settler: None,
         };
         let sleep = || async {

@@ -14,13 +14,13 @@
 //! of adding to its lateness. Recovery reloads pending delays from the
 //! index into the timing wheel.
 
-pub mod done;
 pub mod wheel;
 
 use std::collections::VecDeque;
 
+use mq_core::driver::offsets::DoneSet;
+
 use crate::log::index::{Entry, IndexFile};
-use done::DoneSet;
 use wheel::Wheel;
 
 /// Delay state, behind one lock.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use mq_core::driver::options::PARTITIONS;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
-    Support, TopicSpec,
+    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
+    SubscribeSpec, Support, TopicSpec,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 
@@ -138,12 +139,12 @@ impl Driver for NativeDriver {
         caps.redelivery_delay = Support::Native;
         caps.transactions = Support::Native;
         caps.idempotent_publish = Support::Native;
-        caps.ordering = Support::Native;
         caps.topic_retention = Support::Native;
+        // A log: records stay for groups created after them.
+        caps.retains_before_group = true;
         caps.max_message_bytes = o.max_message_bytes;
         caps.delay_precision = Duration::from_millis(10);
         caps.max_delay = Duration::from_secs(365 * 24 * 3600);
-        caps.dedup_window = o.dedup_window;
         caps
     }
 
@@ -166,11 +167,21 @@ impl Driver for NativeDriver {
         )?))
     }
 
+    async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
+        self.check_open()?;
+        let engine = &self.inner.engine;
+        // Created even with auto_create off, as ensure_topic would: this
+        // is an explicit request, not a first use.
+        let topic = engine.topic_or_create(topic, Some(engine.options.partitions))?;
+        engine.ensure_group(&topic, &Arc::from(group), start);
+        Ok(())
+    }
+
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
         self.check_open()?;
         if spec.partitions == 0 {
             return Err(Error::invalid(
-                "partitions",
+                PARTITIONS,
                 "0",
                 "a topic needs at least one partition",
             ));

@@ -7,19 +7,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::future::select_all;
 use futures::FutureExt;
-use mq_core::driver::{AckToken, DriverSubscription, RawDelivery, SubscribeSpec};
+use mq_core::driver::assignment::Member;
+use mq_core::driver::{AckToken, DriverSubscription, RawDelivery, Rebalance, SubscribeSpec};
 use mq_core::{Error, Result};
 use parking_lot::Mutex;
 
 use super::NativeDriver;
 use crate::engine::topics::Topic;
-use crate::group::cursor::MemberId;
 use crate::log::LogReader;
 
 pub(super) struct NativeSubscription {
     driver: NativeDriver,
     group: Arc<str>,
-    member: MemberId,
+    member: Arc<Member>,
     topics: Vec<Arc<Topic>>,
     reader: Mutex<LogReader>,
     left: AtomicBool,
@@ -32,7 +32,7 @@ impl NativeSubscription {
         let member = engine.new_member();
         let topics = engine.topics_for(&spec.topics)?;
         for topic in &topics {
-            engine.join(topic, &group, member, spec.start);
+            engine.join(topic, &group, &member, spec.start);
         }
         Ok(NativeSubscription {
             driver,
@@ -49,7 +49,7 @@ impl NativeSubscription {
             return;
         }
         for topic in &self.topics {
-            self.driver.engine().leave(topic, &self.group, self.member);
+            self.driver.engine().leave(topic, &self.group, &self.member);
         }
     }
 
@@ -84,7 +84,7 @@ impl DriverSubscription for NativeSubscription {
                 let mut reader = self.reader.lock();
                 for topic in &self.topics {
                     if let Some(due) =
-                        engine.take(topic, &self.group, self.member, max, &mut reader, &mut out)?
+                        engine.take(topic, &self.group, &self.member, max, &mut reader, &mut out)?
                     {
                         next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     }
@@ -122,6 +122,10 @@ impl DriverSubscription for NativeSubscription {
         self.driver.check_open()?;
         self.driver.engine().nack(&self.group, &token, after);
         Ok(())
+    }
+
+    async fn rebalance(&self) -> Option<Rebalance> {
+        self.member.next_rebalance().await
     }
 
     async fn close(&self) -> Result<()> {

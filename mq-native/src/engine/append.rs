@@ -4,8 +4,9 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
+use mq_core::driver::clock::{due_micros, epoch_micros};
 use mq_core::{Error, Message, Receipt, Result};
 use tokio::sync::oneshot;
 
@@ -102,9 +103,7 @@ fn by_partition(items: &[Item]) -> Vec<usize> {
 impl Engine {
     /// Appends `items`; with `atomic` they form one batch (all or nothing).
     pub fn append(&self, items: Vec<Item>, atomic: bool) -> Result<Appended> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
+        let now = epoch_micros(SystemTime::now());
         let now_ms = now / 1000;
         let size = batch::HEADER_LEN
             + items
@@ -217,14 +216,9 @@ impl Engine {
                 } => {
                     let (partition, check, visible_at_us) = (*partition, *check, *visible_at_us);
                     let id = message.id().unwrap_or_default();
-                    // Rounded up, so a due time is never reached early.
                     let due = message
                         .deliver_at()
-                        .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-                        .map(|d| {
-                            d.as_micros() as u64
-                                + u64::from(!d.subsec_nanos().is_multiple_of(1_000))
-                        })
+                        .map(due_micros)
                         .filter(|due| *due > now && visible_at_us.is_none());
                     let (place, offset) = match due {
                         Some(due) => {

@@ -1,18 +1,21 @@
-//! Group membership and delivery: joining, taking records for a member,
-//! acks, nacks, lag.
+//! Groups and delivery: creating groups, members joining and leaving
+//! (and the rebalances that follow), taking records for a member, acks,
+//! nacks, lag.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mq_core::driver::{AckToken, PartitionLag, RawDelivery, StartFrom};
+use mq_core::driver::assignment::{hand_on, reshare, Member};
+use mq_core::driver::clock::epoch_micros;
+use mq_core::driver::offsets::{Cursor, Taken};
+use mq_core::driver::{AckToken, PartitionLag, RawDelivery, StartFrom, TopicPartition};
 use mq_core::Result;
 
 use super::read::Found;
 use super::topics::Topic;
 use super::Engine;
-use crate::group::cursor::{Cursor, MemberId, Taken};
 use crate::log::keys::Keys;
 use crate::log::LogReader;
 
@@ -47,61 +50,119 @@ impl Deliver<'_> {
             self.left.hidden.push((offset, at));
             return Ok(());
         }
-        let partition = self.partition;
+        // The token holds the topic's own name `Arc`: that is how an ack
+        // tells this topic from one deleted and created again since.
+        let token = AckToken::new(self.topic.name.clone(), self.partition, offset);
         // Built straight into the pushed delivery: a message is large, and
         // every extra step it passes through by value is a copy of it.
-        self.out.push(RawDelivery {
-            message: found.message(&self.topic.name, keys)?,
-            partition,
-            offset: Some(offset),
-            delivery_count: count,
-            first_seen,
-            token: AckToken {
-                topic: self.topic.name.clone(),
-                partition,
-                offset,
-                tag: u64::from(self.topic.id),
-            },
-        });
+        self.out.push(
+            RawDelivery::new(found.message(&self.topic.name, keys)?, token, first_seen)
+                .with_offset(offset)
+                .with_delivery_count(count),
+        );
         Ok(())
     }
 }
 
 impl Engine {
-    /// Adds `member` to `group` on `topic`; a new group starts per `start`.
-    pub fn join(&self, topic: &Topic, group: &Arc<str>, member: MemberId, start: StartFrom) {
+    /// Creates `group`'s cursors on `topic` where missing, positioned per
+    /// `start`; an existing group stays where it is. Saved with the next
+    /// checkpoint, as acks are.
+    pub fn ensure_group(&self, topic: &Topic, group: &Arc<str>, start: StartFrom) {
+        let mut created = false;
         for part in &topic.partitions {
+            let mut cursors = part.cursors.lock();
+            if cursors.contains_key(group) {
+                continue;
+            }
             let begin = match start {
                 StartFrom::Earliest => part.start.load(Ordering::Acquire),
                 StartFrom::Latest => part.visible.load(Ordering::Acquire),
             };
-            part.cursors
-                .lock()
-                .entry(group.clone())
-                .or_insert_with(|| Cursor::at(begin));
+            cursors.insert(group.clone(), Cursor::at(begin));
+            created = true;
         }
+        if created {
+            self.offsets_dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Adds `member` to `group` on `topic` (a new group starts per
+    /// `start`) and rebalances the group.
+    pub fn join(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        group: &Arc<str>,
+        member: &Arc<Member>,
+        start: StartFrom,
+    ) {
+        self.ensure_group(topic, group, start);
         topic
-            .members
+            .groups
             .lock()
             .entry(group.clone())
             .or_default()
-            .push(member);
-        self.offsets_dirty.store(true, Ordering::Release);
-        topic.changed.notify_waiters();
+            .push(member.clone());
+        self.rebalance(topic, group);
     }
 
-    /// Removes `member`; what it held goes back to the group.
-    pub fn leave(&self, topic: &Topic, group: &Arc<str>, member: MemberId) {
-        if let Some(members) = topic.members.lock().get_mut(group) {
-            members.retain(|m| *m != member);
+    /// Removes `member`: what it held goes back to the group, and the
+    /// others share its partitions.
+    pub fn leave(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>, member: &Member) {
+        if let Some(members) = topic.groups.lock().get_mut(group) {
+            members.retain(|m| m.id() != member.id());
         }
+        member.leave();
         let now = Instant::now();
         for part in &topic.partitions {
             if let Some(c) = part.cursors.lock().get_mut(group) {
-                c.release_member(member, now);
+                c.release_member(member.id(), now);
             }
         }
+        self.rebalance(topic, group);
+    }
+
+    /// Gives every member of `group` its share of `topic`; what a member
+    /// lost is given back once its runtime has let go of it.
+    fn rebalance(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>) {
+        let lost = {
+            // Reshared under the lock, so of two rebalances at once the one
+            // with the older member list cannot land last.
+            let groups = topic.groups.lock();
+            let members = groups.get(group).map_or(&[][..], Vec::as_slice);
+            reshare(&topic.name, topic.partitions.len() as u32, members)
+        };
+        // Weak: a revocation nobody completes must not keep a closed
+        // engine alive for the whole limit.
+        let (engine, topic_ref, group_ref) = (Arc::downgrade(self), topic.clone(), group.clone());
+        hand_on(lost, move |member, partitions| {
+            if let Some(engine) = engine.upgrade() {
+                engine.give_back(&topic_ref, &group_ref, member, partitions);
+            }
+        });
         topic.changed.notify_waiters();
+    }
+
+    /// Gives back what `member` holds of its revoked `partitions`, so their
+    /// next owner may read them, and rebalances again: a partition the
+    /// member regained meanwhile is only reported now.
+    fn give_back(
+        self: &Arc<Self>,
+        topic: &Arc<Topic>,
+        group: &Arc<str>,
+        member: &Member,
+        partitions: &[TopicPartition],
+    ) {
+        let now = Instant::now();
+        for tp in partitions {
+            if let Some(part) = topic.partitions.get(tp.partition as usize) {
+                if let Some(c) = part.cursors.lock().get_mut(group) {
+                    c.release_member(member.id(), now);
+                }
+            }
+        }
+        member.revoked(partitions);
+        self.rebalance(topic, group);
     }
 
     /// Takes up to `max - out.len()` deliverable records of `topic` for
@@ -114,15 +175,16 @@ impl Engine {
         &self,
         topic: &Arc<Topic>,
         group: &Arc<str>,
-        member: MemberId,
+        member: &Member,
         max: usize,
         reader: &mut LogReader,
         out: &mut Vec<RawDelivery>,
     ) -> Result<Option<Instant>> {
-        let assigned = topic.assigned(group, member);
+        let assigned = member.readable(&topic.name);
         if assigned.is_empty() || topic.deleted.load(Ordering::Acquire) {
             return Ok(None);
         }
+        let member = member.id();
         let now = Instant::now();
         let mut next_due: Option<Instant> = None;
         let rotate = (self.next_rotation() as usize) % assigned.len();
@@ -130,7 +192,7 @@ impl Engine {
             if out.len() >= max {
                 break;
             }
-            let part = &topic.partitions[p];
+            let part = &topic.partitions[p as usize];
             let visible = part.visible.load(Ordering::Acquire);
             let start = part.start.load(Ordering::Acquire);
             // Decide under the cursor lock, read outside it.
@@ -152,7 +214,7 @@ impl Engine {
             if taken.is_empty() {
                 continue;
             }
-            match self.read_taken(topic, p as u32, &taken, reader, out) {
+            match self.read_taken(topic, p, &taken, reader, out) {
                 Ok(left) => {
                     if !left.missing.is_empty() || !left.hidden.is_empty() {
                         let mut cursors = part.cursors.lock();
@@ -161,7 +223,7 @@ impl Engine {
                             for offset in left.missing {
                                 c.mark_acked(offset);
                             }
-                            let (wall_us, now) = (super::now_us(), Instant::now());
+                            let (wall_us, now) = (epoch_micros(SystemTime::now()), Instant::now());
                             for (offset, visible_at_us) in left.hidden {
                                 let wait = visible_at_us.saturating_sub(wall_us);
                                 let due = now + Duration::from_micros(wait);
@@ -178,7 +240,7 @@ impl Engine {
                             c.give_back(*offset, now);
                         }
                     }
-                    out.retain(|d| !(d.token.topic == topic.name && d.partition == p as u32));
+                    out.retain(|d| !(d.token.topic == topic.name && d.partition == p));
                     return Err(e);
                 }
             }
@@ -198,7 +260,7 @@ impl Engine {
         let mut to = Deliver {
             topic,
             partition,
-            wall_us: super::now_us(),
+            wall_us: epoch_micros(SystemTime::now()),
             out,
             left: NotDelivered::default(),
         };
@@ -248,18 +310,17 @@ impl Engine {
         Ok(to.left)
     }
 
+    /// The topic `token` came from, if it still exists.
     fn topic_of(&self, token: &AckToken) -> Option<Arc<Topic>> {
         self.topics
             .read()
             .get(&token.topic)
-            .filter(|t| u64::from(t.id) == token.tag)
+            .filter(|t| Arc::ptr_eq(&t.name, &token.topic))
     }
 
     /// Acks records for `group`.
     pub fn ack(&self, group: &Arc<str>, tokens: Vec<AckToken>) {
-        let of = |t: &Topic, k: &AckToken| {
-            u64::from(t.id) == k.tag && (Arc::ptr_eq(&t.name, &k.topic) || t.name == k.topic)
-        };
+        let of = |t: &Topic, k: &AckToken| Arc::ptr_eq(&t.name, &k.topic);
         // Tokens come in fetch order: a run of one partition's tokens takes
         // its cursor lock once.
         let mut tokens = tokens.into_iter().peekable();
@@ -320,12 +381,9 @@ impl Engine {
                 let start = part.start.load(Ordering::Acquire);
                 let cursors = part.cursors.lock();
                 let cursor = cursors.get(group);
-                PartitionLag {
-                    partition: p as u32,
-                    lag: cursor.map_or(end.saturating_sub(start), |c| c.lag(end)),
-                    end_offset: Some(end),
-                    committed_offset: cursor.map(|c| c.committed().max(start)),
-                }
+                let lag = cursor.map_or(end.saturating_sub(start), |c| c.lag(end));
+                PartitionLag::new(p as u32, lag)
+                    .with_offsets(end, cursor.map(|c| c.committed().max(start)))
             })
             .collect()
     }

@@ -3,12 +3,13 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use mq_core::driver::clock::epoch_micros;
 use mq_core::Result;
 
 use super::append::Item;
-use super::{now_us, Engine};
+use super::Engine;
 use crate::error::{corrupt, io_error};
 use crate::log::batch::{self, Record};
 use crate::log::LogReader;
@@ -52,8 +53,9 @@ impl Engine {
             {
                 let delay = self.delay.lock();
                 if let Some(due) = delay.wheel.next_due_us() {
-                    let wait =
-                        Duration::from_micros(due.saturating_sub(now_us() + PROMOTE_AHEAD_US));
+                    let wait = Duration::from_micros(
+                        due.saturating_sub(epoch_micros(SystemTime::now()) + PROMOTE_AHEAD_US),
+                    );
                     wake_at = wake_at.min(Instant::now() + wait);
                 }
             }
@@ -78,7 +80,9 @@ impl Engine {
                         .load_wheel(Some(window))
                         .map_err(|e| io_error("loading pending delays", e))?;
                 }
-                let mut due = delay.wheel.advance(now_us() + PROMOTE_AHEAD_US);
+                let mut due = delay
+                    .wheel
+                    .advance(epoch_micros(SystemTime::now()) + PROMOTE_AHEAD_US);
                 due.retain(|seq| !delay.done.contains(*seq));
                 due.sort_unstable();
                 due
@@ -90,7 +94,7 @@ impl Engine {
                 if let Err(e) = self.promote(chunk, reader) {
                     // Put them back: they are retried on the next round.
                     let mut delay = self.delay.lock();
-                    let now = now_us();
+                    let now = epoch_micros(SystemTime::now());
                     for seq in chunk {
                         delay.wheel.insert(now, *seq);
                     }

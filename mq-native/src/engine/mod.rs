@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use mq_core::driver::assignment::Member;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use append::{Appended, Item};
@@ -76,22 +76,15 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// Microseconds since the epoch.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 impl Engine {
     /// Whether the engine was shut down.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// A new member id for a subscription.
-    pub fn new_member(&self) -> u64 {
-        self.next_member.fetch_add(1, Ordering::Relaxed)
+    /// A new member for a subscription, owning nothing yet.
+    pub fn new_member(&self) -> Arc<Member> {
+        Member::new(self.next_member.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A different number each call, to rotate fetch order.

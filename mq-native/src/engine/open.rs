@@ -6,22 +6,23 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
+use mq_core::driver::clock::epoch_micros;
+use mq_core::driver::offsets::{Cursor, DoneSet};
 use mq_core::{Error, MessageId, Result};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::checkpoint::Checkpoint;
 use super::topics::Topics;
 use super::writer::{Pending, WriterState};
-use super::{now_us, Engine};
+use super::Engine;
 use crate::dedup::{DedupEntry, DedupIndex};
-use crate::delay::done::DoneSet;
 use crate::delay::wheel::Wheel;
 use crate::delay::DelayStore;
 use crate::error::{corrupt, io_error};
 use crate::fsutil::{DirLock, LockError};
-use crate::group::cursor::Cursor;
 use crate::group::offsets::OffsetsFile;
 use crate::log::batch::{self, Record};
 use crate::log::index::{Entry, IndexFile};
@@ -86,7 +87,7 @@ impl Engine {
         let delay_path = dir.join("delay.idx");
         let delay_index = IndexFile::open(&delay_path, ckpt.delay.entries)
             .map_err(|e| io_error(format!("opening {}", delay_path.display()), e))?;
-        let now = now_us();
+        let now = epoch_micros(SystemTime::now());
         let mut delay = DelayStore {
             index: delay_index,
             done: DoneSet::from_words(ckpt.delay.done_base, ckpt.delay.done_words.clone()),

@@ -11,12 +11,13 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use mq_core::driver::clock::epoch_micros;
 use mq_core::{Error, Result};
 
 use std::sync::Arc;
 
 use super::topics::{Partition, Topic};
-use super::{now_us, Engine};
+use super::Engine;
 use crate::error::{corrupt, io_error};
 use crate::log::batch;
 use crate::log::LogReader;
@@ -153,7 +154,8 @@ impl Engine {
         let Some(retention) = topic.retention() else {
             return Ok(());
         };
-        let cutoff_us = now_us().saturating_sub(retention.as_micros() as u64);
+        let cutoff_us =
+            epoch_micros(SystemTime::now()).saturating_sub(retention.as_micros() as u64);
         let mut moved = false;
         for part in &topic.partitions {
             let start = self.first_kept(topic, part, cutoff_us, reader)?;

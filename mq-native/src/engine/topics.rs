@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mq_core::driver::assignment::Member;
+use mq_core::driver::offsets::Cursor;
 use mq_core::driver::partition_for_key;
 use mq_core::Result;
 use parking_lot::Mutex;
@@ -17,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::io_error;
-use crate::group::cursor::{Cursor, MemberId};
 use crate::log::index::IndexFile;
 
 /// One partition: its index, its ends and the groups' cursors over it.
@@ -47,9 +48,9 @@ pub struct Topic {
     pub dir: PathBuf,
     /// Partitions.
     pub partitions: Vec<Partition>,
-    /// Members per group in join order: partition `p` belongs to
-    /// `members[p % members.len()]`.
-    pub members: Mutex<HashMap<Arc<str>, Vec<MemberId>>>,
+    /// Members per group, in join order, sharing the partitions as
+    /// [`share`](mq_core::driver::assignment::share) says.
+    pub groups: Mutex<HashMap<Arc<str>, Vec<Arc<Member>>>>,
     /// Woken when records become visible or come back.
     pub changed: Notify,
     round_robin: AtomicU32,
@@ -85,7 +86,7 @@ impl Topic {
             name: Arc::from(name),
             dir,
             partitions: parts,
-            members: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
             changed: Notify::new(),
             round_robin: AtomicU32::new(0),
             retention_ms: AtomicU64::new(meta.retention_ms.unwrap_or(0)),
@@ -117,20 +118,6 @@ impl Topic {
             Some(key) => partition_for_key(key, n),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
         }
-    }
-
-    /// Partitions assigned to `member` of `group`.
-    pub fn assigned(&self, group: &str, member: MemberId) -> Vec<usize> {
-        let members = self.members.lock();
-        let Some(list) = members.get(group) else {
-            return Vec::new();
-        };
-        let Some(index) = list.iter().position(|m| *m == member) else {
-            return Vec::new();
-        };
-        (0..self.partitions.len())
-            .filter(|p| p % list.len() == index)
-            .collect()
     }
 }
 

@@ -1,5 +1,5 @@
-//! Consumer groups: cursors per group and partition, member assignment,
-//! and the checkpointed offsets file.
+//! Consumer groups: the checkpointed offsets file. Cursors are the core's
+//! offset tracker ([`mq_core::driver::offsets`]), assignment the core's
+//! [`mq_core::driver::assignment`].
 
-pub mod cursor;
 pub mod offsets;

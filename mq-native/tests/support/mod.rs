@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use mq_core::driver::{Driver, DriverSubscription, StartFrom, SubscribeSpec};
+use mq_core::driver::{Driver, DriverSubscription, SubscribeSpec};
 use mq_core::Config;
 use mq_native::NativeDriver;
 
@@ -33,12 +33,7 @@ pub async fn open(dir: &Path, options: &str) -> mq_core::Result<NativeDriver> {
 /// unacked.
 pub async fn sub(driver: &NativeDriver, topic: &str, group: &str) -> Box<dyn DriverSubscription> {
     driver
-        .subscribe(SubscribeSpec {
-            topics: vec![topic.to_owned()],
-            group: group.to_owned(),
-            start: StartFrom::Earliest,
-            prefetch: 100,
-        })
+        .subscribe(SubscribeSpec::new(vec![topic.to_owned()], group).with_prefetch(100))
         .await
         .expect("subscribe")
 }

@@ -3,14 +3,18 @@
 --
 -- KEYS[1] stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] mode:
---   'auto': ARGV[4] min idle ms, ARGV[5] most entries; XAUTOCLAIM from the start
+--   'auto': ARGV[4] min idle ms, ARGV[5] most entries, ARGV[6] cursor;
+--           XAUTOCLAIM onwards from the cursor ('0-0' is the start)
 --   'ids':  ARGV[4..] entry ids; XCLAIM exactly those
--- Returns {{entry id, fields, delivery count}, ...}; entries trimmed away
--- while pending are dropped from the pending list by Redis and skipped.
+-- Returns {next cursor, {{entry id, fields, delivery count}, ...}}; the
+-- cursor is '0-0' once the whole pending list was scanned (always for
+-- 'ids'). Entries trimmed away while pending are dropped from the pending
+-- list by Redis and skipped.
 local stream, group, me = KEYS[1], ARGV[1], ARGV[2]
 local claimed = {}
+local cursor = '0-0'
 if ARGV[3] == 'auto' then
-  local cursor = '0-0'
+  cursor = ARGV[6]
   local limit = tonumber(ARGV[5])
   repeat
     local r = redis.call('XAUTOCLAIM', stream, group, me, ARGV[4], cursor, 'COUNT', 100)
@@ -34,4 +38,4 @@ for _, e in ipairs(claimed) do
     out[#out + 1] = {e[1], e[2], count}
   end
 end
-return out
+return {cursor, out}

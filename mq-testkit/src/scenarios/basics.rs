@@ -5,7 +5,7 @@ use std::time::Duration;
 use mq_core::driver::{
     Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
 };
-use mq_core::{async_trait, Client, Error, Message, Receipt, Support, TopicSpec};
+use mq_core::{async_trait, Client, Error, Message, Receipt, StartFrom, Support, TopicSpec};
 
 use super::SOON;
 use crate::{wait_until, Context, Recorder, Skip};
@@ -410,6 +410,14 @@ impl Driver for Limited {
     }
     async fn subscribe(&self, spec: SubscribeSpec) -> mq_core::Result<Box<dyn DriverSubscription>> {
         self.0.subscribe(spec).await
+    }
+    async fn ensure_group(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+    ) -> mq_core::Result<()> {
+        self.0.ensure_group(topic, group, start).await
     }
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> mq_core::Result<()> {
         self.0.ensure_topic(topic, spec).await

@@ -6,11 +6,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use mq_core::driver::{
     AckToken, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag,
-    RawDelivery, SubscribeSpec,
+    RawDelivery, Rebalance, SubscribeSpec,
 };
 use mq_core::{
     async_trait, batch_handler_fn, handler_fn, Client, Delivery, HandlerResult, Message, Receipt,
-    TopicSpec,
+    StartFrom, TopicSpec,
 };
 use parking_lot::Mutex;
 
@@ -287,6 +287,9 @@ impl DriverSubscription for MeteredSubscription {
         self.outstanding.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
+    async fn rebalance(&self) -> Option<Rebalance> {
+        self.inner.rebalance().await
+    }
     async fn close(&self) -> mq_core::Result<()> {
         self.inner.close().await
     }
@@ -312,6 +315,14 @@ impl Driver for Metered {
             outstanding: self.outstanding.clone(),
             peak: self.peak.clone(),
         }))
+    }
+    async fn ensure_group(
+        &self,
+        topic: &str,
+        group: &str,
+        start: StartFrom,
+    ) -> mq_core::Result<()> {
+        self.inner.ensure_group(topic, group, start).await
     }
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> mq_core::Result<()> {
         self.inner.ensure_topic(topic, spec).await

@@ -6,6 +6,7 @@ mod basics;
 mod delay;
 mod flow;
 mod idempotency;
+mod membership;
 mod ordering;
 mod retry;
 mod transactions;
@@ -16,6 +17,10 @@ pub use basics::{
 pub use delay::delay_is_never_early;
 pub use flow::{batch_handler, graceful_shutdown, prefetch_bound};
 pub use idempotency::{dedup_gives_one_effect, idempotent_publish};
+pub use membership::{
+    group_created_before_publishing, members_join_and_leave_mid_stream,
+    members_start_and_stop_concurrently, new_group_from_earliest,
+};
 pub use ordering::per_key_order_under_concurrency;
 pub use retry::{
     dead_letter_after_max_attempts, ordered_retry_keeps_key_order,

@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime};
 
-use crate::delay::done::DoneSet;
+use super::DoneSet;
 
-/// Identifies one subscription (a group member) in this process.
+/// Identifies one group member: its [`Member::id`](crate::driver::assignment::Member::id).
 pub type MemberId = u64;
 
 /// Offsets `start..end` handed to a member together. Offsets in it are in
@@ -194,6 +194,8 @@ impl Cursor {
     }
 
     /// The run holding `offset` in flight (covering it, and not acked).
+    // Inline, as `DoneSet::contains`: `ack_all` is instantiated by drivers.
+    #[inline]
     fn run_of(&self, offset: u64) -> Option<(u64, Run)> {
         let (&start, run) = self.runs.range(..=offset).next_back()?;
         (offset < run.end && !self.acked.contains(offset)).then_some((start, *run))
@@ -231,6 +233,7 @@ impl Cursor {
     }
 
     /// `n` offsets of the run at `start` are settled.
+    #[inline]
     fn settle_many(&mut self, start: u64, n: u64) {
         if let Some(run) = self.runs.get_mut(&start) {
             if run.open <= n {

@@ -65,8 +65,15 @@ pub(crate) fn encode(message: &Message, id: MessageId, now: SystemTime) -> Basic
 pub(crate) struct Origin {
     pub topic: Arc<str>,
     pub shard: u32,
-    /// The subscription's channel epoch: acks for an older channel are void.
+    /// The epoch of the channel the delivery came on (delivery tags are
+    /// per channel): acks for a channel that is gone are void.
     pub epoch: u64,
+}
+
+/// The channel epoch a token carries in its handle.
+pub(crate) fn epoch(token: &AckToken) -> Option<u64> {
+    let handle = <[u8; 8]>::try_from(token.handle.as_deref()?).ok()?;
+    Some(u64::from_be_bytes(handle))
 }
 
 /// The delivery as the core sees it.
@@ -128,19 +135,9 @@ pub(crate) fn decode(delivery: lapin::message::Delivery, origin: &Origin) -> Raw
     if delivery.redelivered {
         delivery_count = delivery_count.max(2);
     }
-    RawDelivery {
-        message,
-        partition: origin.shard,
-        offset: None,
-        delivery_count,
-        first_seen: SystemTime::now(),
-        token: AckToken {
-            topic: origin.topic.clone(),
-            partition: origin.shard,
-            offset: delivery.delivery_tag,
-            tag: origin.epoch,
-        },
-    }
+    let token = AckToken::new(origin.topic.clone(), origin.shard, delivery.delivery_tag)
+        .with_handle(origin.epoch.to_be_bytes().to_vec());
+    RawDelivery::new(message, token, SystemTime::now()).with_delivery_count(delivery_count)
 }
 
 fn text(value: &AMQPValue) -> Option<String> {
@@ -202,15 +199,9 @@ mod tests {
         let names: Vec<&str> = raw.message.headers().iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["z", "a", reserved::RETRY_TOPIC]);
         assert_eq!(raw.delivery_count, 1);
-        assert_eq!(
-            raw.token,
-            AckToken {
-                topic: Arc::from("t"),
-                partition: 3,
-                offset: 7,
-                tag: 9
-            }
-        );
+        assert_eq!((&*raw.token.topic, raw.token.partition), ("t", 3));
+        assert_eq!((raw.token.offset, epoch(&raw.token)), (7, Some(9)));
+        assert_eq!(raw.partition, 3);
         let ms = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_millis();
         assert_eq!(ms(raw.message.published_at().unwrap()), ms(now));
     }

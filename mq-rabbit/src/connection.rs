@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::{Channel, Connection, ConnectionProperties};
+use mq_core::driver::Backoff;
 use mq_core::{Error, Result};
 use tokio::time::Instant;
 
@@ -78,7 +79,8 @@ impl Connector {
             }
         }
         let generation = live.as_ref().map_or(0, |l| l.generation) + 1;
-        let mut pause = Duration::from_millis(50);
+        let backoff = Backoff::new(Duration::from_millis(50), self.options.max_backoff);
+        let mut failures = 0;
         loop {
             if self.closed.load(Ordering::Acquire) {
                 return Err(Error::Closed("rabbitmq driver"));
@@ -95,12 +97,13 @@ impl Connector {
                 }
                 Err(error) if !error.is_retryable() => return Err(error),
                 Err(error) => {
+                    failures += 1;
+                    let pause = backoff.after(failures);
                     if Instant::now() + pause > deadline {
                         return Err(error);
                     }
                     tracing::warn!(%error, ?pause, "reconnecting to RabbitMQ");
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(self.options.max_backoff);
                 }
             }
         }

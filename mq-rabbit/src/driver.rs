@@ -2,17 +2,17 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
-    Support, TopicSpec,
+    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
+    SubscribeSpec, Support, TopicSpec,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 
 use crate::connection::Connector;
 use crate::error::BACKEND;
+use crate::names;
 use crate::options::Options;
 use crate::publisher::{prepare, Publisher};
 use crate::subscription::RabbitSubscription;
@@ -25,7 +25,7 @@ use crate::transaction::RabbitTransaction;
 ///
 /// ```no_run
 /// # async fn run() -> mq_core::Result<()> {
-/// let config = mq_core::Config::from_url("amqp://guest:guest@127.0.0.1:5672/%2f?shards=8")?;
+/// let config = mq_core::Config::from_url("amqp://guest:guest@127.0.0.1:5672/%2f?partitions=8")?;
 /// let client = mq_core::Client::new(mq_rabbit::RabbitDriver::connect(&config).await?);
 /// # Ok(()) }
 /// ```
@@ -99,15 +99,13 @@ impl Driver for RabbitDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
+        // Delay and retry-after stay unsupported: the core emulates them
+        // durably with delay topics.
         let mut capabilities = Capabilities::minimal();
-        // Delay and retry-after: the core's durable emulation (delay topics).
-        capabilities.delay = Support::Unsupported;
-        capabilities.redelivery_delay = Support::Unsupported;
         capabilities.transactions = Support::Native;
-        capabilities.idempotent_publish = Support::Unsupported;
-        capabilities.ordering = Support::Native;
+        capabilities.retains_before_group = false;
+        capabilities.names = names::rules();
         capabilities.max_message_bytes = self.inner.options.max_message_bytes;
-        capabilities.delay_precision = Duration::from_millis(100);
         capabilities
     }
 
@@ -146,6 +144,13 @@ impl Driver for RabbitDriver {
         ))
     }
 
+    async fn ensure_group(&self, topic: &str, group: &str, _start: StartFrom) -> Result<()> {
+        // Either start is "from now": a queue holds only what is published
+        // after it exists, and an existing group stays where it is.
+        self.check_open()?;
+        self.inner.topology.ensure_group(topic, group).await
+    }
+
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
         self.check_open()?;
         self.inner
@@ -171,8 +176,7 @@ impl Driver for RabbitDriver {
         }
         if self.inner.options.delete_on_close {
             for topic in self.inner.topology.declared_topics() {
-                // The delay topics are shared by every client of the broker.
-                if topic.starts_with("__mq.delay.") {
+                if names::is_delay_topic(&topic) {
                     continue;
                 }
                 if let Err(error) = self.inner.topology.delete_topic(&topic).await {

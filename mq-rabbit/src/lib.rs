@@ -16,16 +16,21 @@
 //! | shard record | `mq.shards/<topic>` | durable classic queue holding `S` empty messages: the topic's shard count |
 //! | members | `mq.members/<topic>/<group>` | auto-delete fanout exchange where members of a group announce themselves |
 //!
-//! Names over 255 bytes keep a 200-byte prefix and end in `~` and a hash
-//! of the full name.
+//! Names over 255 bytes are shortened by
+//! [`mq_core::driver::names::bounded`]: a prefix, `~` and a hash of the
+//! full name, the same in every client.
 //!
 //! - **Groups**: every group has its own `S` shard queues bound to the
-//!   topic's exchange, so every group gets every message. Queues exist from
-//!   the moment a group is first joined (the core joins the groups it needs
-//!   before publishing to them), and stay when members leave. So
-//!   [`StartFrom::Earliest`](mq_core::StartFrom) means "from when the group
-//!   was created", and `Latest` means the same: RabbitMQ keeps no messages
-//!   for groups that do not exist yet.
+//!   topic's exchange, so every group gets every message. A group exists
+//!   from the moment its queues are declared, by
+//!   [`Admin::ensure_group`](mq_core::Admin::ensure_group) or its first
+//!   subscription (the core creates the dead-letter and delay groups it
+//!   needs with `ensure_group`), and stays when members leave. RabbitMQ
+//!   keeps no messages for groups that do not exist yet
+//!   ([`Capabilities::retains_before_group`](mq_core::Capabilities) is
+//!   false), so [`StartFrom::Earliest`](mq_core::StartFrom) and `Latest`
+//!   mean the same here: from when the group was created. An existing
+//!   group stays where it is.
 //! - **Per-key order**: the producer routes by the shared stable key hash
 //!   (`mq_core::driver::partition_for_key`, Kafka's murmur2): the routing
 //!   key is the hash's low 8 bits as words, lowest first
@@ -38,15 +43,31 @@
 //!   the topic's shard record queue (written in one AMQP transaction, so a
 //!   reader sees all or nothing; `x-max-length = S` with `reject-publish`
 //!   makes it write-once). A topic first used without `ensure_topic` gets
-//!   the `shards` option (default 4).
-//! - **Members**: a shard queue has one active consumer at a time
-//!   (single active consumer). Members of a group learn of each other on the
-//!   members exchange and consume only their share of the shards (member `i`
-//!   of `n`: shards `p % n == i`); when one leaves or falls silent the
-//!   others take its shards over. During such a hand-over, messages of one
-//!   key that the leaving member still holds may overlap with the next
-//!   ones the new owner gets.
-//!
+//!   the `partitions` option (default 4).
+//! - **Members**: a shard queue has one active consumer at a time (single
+//!   active consumer). Members of a group learn of each other on the
+//!   members exchange and consume only their share of the shards (ordered
+//!   by id, that is by join order, with the core's
+//!   [`assignment::share`](mq_core::driver::assignment::share)); when one
+//!   joins, leaves or falls silent the shares move, and each change is
+//!   reported to the runtime as a rebalance: a shard is assigned when the
+//!   member starts consuming it, revoked when its share loses it. Queues of
+//!   one-shard topics (the retry topic) are consumed by every member, and
+//!   single active consumer gives each to one of them at a time.
+//! - **Hand-over without overlap**: each shard is consumed on a channel of
+//!   its own. A member that loses a shard stops handing out its buffered
+//!   deliveries, reports the revocation and waits until the runtime has
+//!   finished the shard's in-flight handlers and flushed their acks (at
+//!   most 60 s); only then does it close the shard's channel. The broker
+//!   requeues what the channel still held unacked, in delivery order and
+//!   ahead of later messages, and only then activates the next member's
+//!   consumer. So the next owner of a key starts exactly where the last one
+//!   stopped, and never while an earlier message of the key is in flight
+//!   elsewhere. (Nacking the held messages and cancelling the consumer, in
+//!   either order, would not do: RabbitMQ 3.10 then lets the next consumer
+//!   have later messages first.) Acks for a shard given back are ignored;
+//!   the broker redelivers those messages.
+
 //! ## Semantics
 //!
 //! - **Publishing** waits for publisher confirms, with `mandatory` set: a
@@ -72,15 +93,18 @@
 //!   Messages held unacked by other processes are not visible over AMQP
 //!   without the management plugin, so they are not counted.
 //! - **Resilience**: after a lost connection the driver reconnects with
-//!   exponential backoff, re-declares the topology, consumes again and
-//!   re-publishes messages left unconfirmed (consumers dedup by id). Acks
-//!   of deliveries from the lost channel are void: the broker redelivers
-//!   those messages.
+//!   exponential backoff, re-publishes messages left unconfirmed
+//!   (consumers dedup by id) and re-declares the topology. A subscription
+//!   first revokes all its shards (so the runtime lets go of what it
+//!   fetched from the lost channels), then consumes again. Acks of
+//!   deliveries from a lost channel are void: the broker redelivers those
+//!   messages, in order.
 //! - **Idempotent publish** is unsupported (the core refuses idempotency keys).
 //!
 //! ## Options
 //!
-//! URL query or config table: `shards` (4), `delivery_limit` (20),
+//! URL query or config table: `partitions` (4: shards per group of a topic
+//! created on first use; a power of two up to 256), `delivery_limit` (20),
 //! `max_message_bytes` (134217728, the broker's default
 //! `max_message_size`), `publish_timeout` (30s: how long a publish keeps
 //! reconnecting and re-publishing), `connect_timeout` (10s), `max_backoff`

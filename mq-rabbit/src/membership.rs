@@ -6,10 +6,11 @@
 //! fanout exchange per topic and group (`join` on arrival, `hb` every
 //! `member_heartbeat`, `bye` on leaving; each member reads them through an
 //! exclusive queue) and consume only their share: sorted by id (time
-//! ordered), member `i` of `n` consumes shard `p` when `p % n == i`. A
-//! member silent for three heartbeats is dropped and its shards taken over.
-//! Views may briefly differ while a member joins or leaves; single active
-//! consumer still keeps one consumer per shard queue at any time.
+//! ordered, so join order), member `i` of `n` consumes the shards of
+//! [`share`](mq_core::driver::assignment::share). A member silent for three
+//! heartbeats is dropped and its shards taken over. Views may briefly
+//! differ while a member joins or leaves; single active consumer still
+//! keeps one active consumer per shard queue at any time.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -47,14 +48,14 @@ impl Members {
     }
 
     /// Records an announcement; true when the member set changed.
-    pub(crate) fn observe(&mut self, kind: &str, id: String) -> bool {
+    pub(crate) fn observe(&mut self, kind: &str, id: &str) -> bool {
         if id == self.me {
             return false;
         }
         if kind == "bye" {
-            return self.seen.remove(&id).is_some();
+            return self.seen.remove(id).is_some();
         }
-        self.seen.insert(id, Instant::now()).is_none()
+        self.seen.insert(id.to_owned(), Instant::now()).is_none()
     }
 
     /// Drops members silent for too long; true when any was dropped.
@@ -67,11 +68,11 @@ impl Members {
         self.seen.len() != before
     }
 
-    /// Whether this member consumes `shard`.
-    pub(crate) fn owns(&self, shard: u32) -> bool {
-        let n = self.seen.len().max(1);
+    /// This member's index among the members ordered by id, and how many
+    /// there are: its place in the split of the shards.
+    pub(crate) fn position(&self) -> (usize, usize) {
         let index = self.seen.keys().position(|id| *id == self.me).unwrap_or(0);
-        shard as usize % n == index
+        (index, self.seen.len())
     }
 }
 
@@ -150,7 +151,7 @@ impl Membership {
                         }
                     }
                     Err(error) => {
-                        let _ = events.send(Event::Ended(Some(error)));
+                        let _ = events.send(Event::Failed(error));
                         return;
                     }
                 }
@@ -183,20 +184,22 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mq_core::driver::assignment::owns;
 
     #[test]
-    fn members_split_shards() {
+    fn members_split_shards_in_join_order() {
         let mut a = Members::new("a".into(), Duration::from_secs(1));
-        assert!((0..4).all(|s| a.owns(s)));
-        assert!(a.observe("join", "b".into()));
-        assert!(!a.observe("hb", "b".into()));
-        let owned: Vec<u32> = (0..4).filter(|s| a.owns(*s)).collect();
-        assert_eq!(owned, [0, 2]);
+        assert_eq!(a.position(), (0, 1));
+        assert!(a.observe("join", "b"));
+        assert!(!a.observe("hb", "b"));
+        assert_eq!(a.position(), (0, 2));
         let mut b = Members::new("b".into(), Duration::from_secs(1));
-        b.observe("hb", "a".into());
-        let owned: Vec<u32> = (0..4).filter(|s| b.owns(*s)).collect();
-        assert_eq!(owned, [1, 3]);
-        assert!(a.observe("bye", "b".into()));
-        assert!((0..4).all(|s| a.owns(s)));
+        b.observe("hb", "a");
+        assert_eq!(b.position(), (1, 2));
+        let (index, count) = b.position();
+        assert!(owns(3, count, index) && !owns(2, count, index));
+        assert!(a.observe("bye", "b"));
+        assert!(!a.observe("bye", "b"));
+        assert_eq!(a.position(), (0, 1));
     }
 }

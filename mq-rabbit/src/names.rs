@@ -1,17 +1,43 @@
 //! Names of the broker objects of the topology, and key → shard routing.
 //!
 //! `/` may not appear in topic or group names, so the names below cannot
-//! collide. AMQP names are at most 255 bytes; longer ones keep a readable
-//! prefix and end in a hash of the whole name, the same in every client.
+//! collide. AMQP names are at most 255 bytes; longer ones are cut by the
+//! core's [`bounded`](mq_core::driver::names::bounded), so every client
+//! (and every mq driver) shortens a name the same way.
 
 use std::sync::OnceLock;
 
 use lapin::types::ShortString;
+use mq_core::driver::{names, NameRules};
 
 /// Most shard queues per group: routing keys carry this many hash bits.
 pub(crate) const MAX_SHARDS: u32 = 1 << HASH_BITS;
 const HASH_BITS: u32 = 8;
 const MAX_NAME: usize = 255;
+
+/// The rules for the names the core builds. Every broker object's name is
+/// derived here from the topic and group, so the core's default rules fit.
+pub(crate) fn rules() -> NameRules {
+    NameRules::default()
+}
+
+/// The core's own groups (the delay forwarders' and the one retaining
+/// dead letters): they exist on topics this client may never have seen
+/// declared, so deleting a topic deletes their queues too.
+pub(crate) fn internal_groups() -> [String; 2] {
+    let rules = rules();
+    // The forwarders' group, as the core names it.
+    let forwarders = rules.internal("delay", &[]);
+    [forwarders, mq_core::client::dead_letter_group(&rules)]
+}
+
+/// Whether `topic` is one of the core's delay topics, which every client
+/// of the broker shares.
+pub(crate) fn is_delay_topic(topic: &str) -> bool {
+    let rules = rules();
+    let prefix = format!("{}{}", rules.internal("delay", &[]), rules.separator());
+    topic.starts_with(&prefix)
+}
 
 /// The exchange of `topic` (a durable topic exchange).
 pub(crate) fn exchange(topic: &str) -> String {
@@ -39,24 +65,7 @@ pub(crate) fn short(name: &str) -> ShortString {
 }
 
 fn bounded(name: String) -> String {
-    if name.len() <= MAX_NAME {
-        return name;
-    }
-    // Names are ASCII (topic and group characters), so any cut is a char boundary.
-    let mut cut = 200;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}~{:016x}", &name[..cut], fnv1a(name.as_bytes()))
-}
-
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in data {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    names::bounded(name, MAX_NAME)
 }
 
 /// The hash bits of `key`: the low bits of the shared key hash (Kafka's
@@ -132,6 +141,14 @@ mod tests {
         assert_eq!(a, shard_queue(&topic, &group, 3));
         assert_ne!(a, shard_queue(&topic, &group, 2));
         assert_eq!(short(&a).as_str(), a);
+    }
+
+    #[test]
+    fn internal_names_are_the_cores() {
+        assert_eq!(internal_groups(), ["__mq.delay", "__mq.dlq"]);
+        assert!(is_delay_topic("__mq.delay.5000"));
+        assert!(!is_delay_topic("__mq.delayed"));
+        assert!(!is_delay_topic("orders"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use mq_core::driver::options::{CONNECT_TIMEOUT, MAX_BACKOFF, MAX_MESSAGE_BYTES, PARTITIONS};
 use mq_core::{Config, Error, Result};
 
 use crate::names::MAX_SHARDS;
@@ -11,7 +12,7 @@ use crate::names::MAX_SHARDS;
 pub(crate) struct Options {
     /// Shard queues per group for topics nobody created with an explicit
     /// partition count (a power of two, at most [`MAX_SHARDS`]).
-    pub shards: u32,
+    pub partitions: u32,
     /// Quorum queue `x-delivery-limit`: redeliveries after which the broker
     /// dead-letters a message even if no consumer ever settled it.
     pub delivery_limit: u32,
@@ -33,7 +34,7 @@ pub(crate) struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            shards: 4,
+            partitions: 4,
             delivery_limit: 20,
             max_message_bytes: 128 * 1024 * 1024,
             publish_timeout: Duration::from_secs(30),
@@ -50,10 +51,10 @@ impl Options {
     pub(crate) fn from_config(config: &Config) -> Result<Self> {
         let defaults = Options::default();
         let mut reader = config.reader();
-        let shards = reader.take_or("shards", defaults.shards)?;
-        if shards == 0 || shards > MAX_SHARDS || !shards.is_power_of_two() {
+        let partitions = reader.take_or(PARTITIONS, defaults.partitions)?;
+        if partitions == 0 || partitions > MAX_SHARDS || !partitions.is_power_of_two() {
             return Err(Error::Config(format!(
-                "option shards={shards} is invalid: use a power of two from 1 to {MAX_SHARDS}"
+                "option {PARTITIONS}={partitions} is invalid: use a power of two from 1 to {MAX_SHARDS}"
             )));
         }
         let delivery_limit = reader.take_or("delivery_limit", defaults.delivery_limit)?;
@@ -63,14 +64,13 @@ impl Options {
             ));
         }
         let options = Options {
-            shards,
+            partitions,
             delivery_limit,
-            max_message_bytes: reader.take_or("max_message_bytes", defaults.max_message_bytes)?,
+            max_message_bytes: reader.take_or(MAX_MESSAGE_BYTES, defaults.max_message_bytes)?,
             publish_timeout: reader
                 .take_duration_or("publish_timeout", defaults.publish_timeout)?,
-            connect_timeout: reader
-                .take_duration_or("connect_timeout", defaults.connect_timeout)?,
-            max_backoff: reader.take_duration_or("max_backoff", defaults.max_backoff)?,
+            connect_timeout: reader.take_duration_or(CONNECT_TIMEOUT, defaults.connect_timeout)?,
+            max_backoff: reader.take_duration_or(MAX_BACKOFF, defaults.max_backoff)?,
             member_heartbeat: reader
                 .take_duration_or("member_heartbeat", defaults.member_heartbeat)?
                 .max(Duration::from_millis(50)),
@@ -90,11 +90,11 @@ mod tests {
         let config = Config::from_url("amqp://127.0.0.1/%2f").unwrap();
         assert_eq!(Options::from_config(&config).unwrap(), Options::default());
         let config = Config::from_url(
-            "amqp://127.0.0.1/%2f?shards=8&publish_timeout=2s&delete_on_close=true",
+            "amqp://127.0.0.1/%2f?partitions=8&publish_timeout=2s&delete_on_close=true",
         )
         .unwrap();
         let options = Options::from_config(&config).unwrap();
-        assert_eq!(options.shards, 8);
+        assert_eq!(options.partitions, 8);
         assert_eq!(options.publish_timeout, Duration::from_secs(2));
         assert!(options.delete_on_close);
     }
@@ -102,10 +102,10 @@ mod tests {
     #[test]
     fn bad_options_are_named() {
         for (url, word) in [
-            ("amqp://h/?shards=3", "shards"),
-            ("amqp://h/?shards=512", "shards"),
+            ("amqp://h/?partitions=3", "partitions"),
+            ("amqp://h/?partitions=512", "partitions"),
+            ("amqp://h/?shards=4", "shards"),
             ("amqp://h/?delivery_limit=0", "delivery_limit"),
-            ("amqp://h/?shard=4", "shard"),
         ] {
             let err = Options::from_config(&Config::from_url(url).unwrap())
                 .unwrap_err()

@@ -16,6 +16,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::protocol::AMQPSoftError;
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation};
+use mq_core::driver::Backoff;
 use mq_core::{Error, Message, Receipt, Result};
 use tokio::time::Instant;
 
@@ -115,7 +116,8 @@ impl Publisher {
         let started = Instant::now();
         let deadline = self.connector.deadline();
         let mut pending: Vec<usize> = (0..messages.len()).collect();
-        let mut pause = Duration::from_millis(20);
+        let backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
+        let mut rounds = 0;
         loop {
             let channel = self.channel(deadline).await?;
             let fates = send_round(&channel, messages, &pending).await;
@@ -139,6 +141,8 @@ impl Publisher {
             if retry.is_empty() {
                 return Ok(());
             }
+            rounds += 1;
+            let pause = backoff.after(rounds);
             if Instant::now() + pause > deadline {
                 return Err(last_error.unwrap_or(Error::Timeout(started.elapsed())));
             }
@@ -146,7 +150,6 @@ impl Publisher {
                 tracing::warn!(%error, count = retry.len(), "re-publishing unconfirmed messages");
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
             pending = retry;
         }
     }
@@ -182,8 +185,9 @@ async fn send_round(channel: &Channel, messages: &[Outgoing], pending: &[usize])
             Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Fate::Confirmed,
             Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
                 Fate::Fail(Error::Rejected(format!(
-                    "topic {} has no consumer group to route to ({}): join a group before \
-                     publishing; RabbitMQ keeps messages only for groups that exist",
+                    "topic {} has no consumer group to route to ({}): create a group \
+                     (Admin::ensure_group) before publishing; RabbitMQ keeps messages only for \
+                     groups that exist",
                     m.topic, returned.reply_text
                 )))
             }

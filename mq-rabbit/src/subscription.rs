@@ -1,39 +1,63 @@
 //! A member of a consumer group: consumers on the group's shard queues,
 //! feeding a buffer that `fetch` drains.
 //!
-//! One channel per member carries its consumers (prefetch = the runtime's
-//! in-flight bound, per shard queue), its acks and its membership
-//! messages. A supervisor task owns the channel: it declares the group's
-//! queues, consumes the shards this member owns (see [`crate::membership`]),
-//! and after a lost connection reconnects, re-declares and consumes again.
-//! Deliveries carry the channel's epoch in their token; acks for an older
-//! channel are void (the broker redelivers those messages anyway).
+//! A supervisor task runs sessions. A session has a control channel (the
+//! group's declarations and the membership announcements of
+//! [`crate::membership`]) and one channel per shard queue it consumes
+//! (prefetch = the runtime's in-flight bound), carrying that shard's
+//! deliveries and acks.
+//!
+//! A channel per shard is what makes a hand-over free of overlap. When a
+//! member gives a shard up, it reports the revocation, waits until the
+//! runtime has let go of the shard's deliveries and flushed their acks,
+//! then closes the shard's channel. The broker requeues what the channel
+//! still held unacked, in delivery order and ahead of later messages,
+//! before it activates the next single active consumer. Cancelling the
+//! consumer instead would activate the next one at once, while this member
+//! still holds earlier messages; nacking them first would have the broker
+//! redeliver them to this member, behind later ones. Either reorders a key.
+//!
+//! After a failure the supervisor lets go of every shard the same way (the
+//! runtime first, then the channels), reconnects with backoff, declares
+//! again and consumes again. Tokens carry the epoch of their shard's
+//! channel; acks for a channel that is gone are void (the broker requeued
+//! those messages).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 use lapin::Channel;
-use mq_core::driver::{AckToken, DriverSubscription, RawDelivery, SubscribeSpec};
+use mq_core::driver::assignment::{share, Assignment};
+use mq_core::driver::{
+    AckToken, Backoff, DriverSubscription, RawDelivery, Rebalance, RebalanceQueue, SubscribeSpec,
+    TopicPartition,
+};
 use mq_core::{Error, Result};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::codec::{self, Origin};
 use crate::connection::Connector;
-use crate::error::map;
+use crate::error::{is_transport, map};
 use crate::membership::{Members, Membership};
 use crate::names;
 use crate::options::Options;
 use crate::topology::{GroupSpec, Topology};
+
+/// How long a member waits for its runtime to let go of revoked shards
+/// before it hands them on anyway: a stuck or absent runtime must not keep
+/// a shard from the group for ever.
+const REVOKE_LIMIT: Duration = Duration::from_secs(60);
 
 /// One topic of the subscription and its shard queues.
 struct Plan {
@@ -50,15 +74,35 @@ struct Shared {
     plans: Vec<Plan>,
     prefetch: u16,
     member: String,
-    buffer: Mutex<VecDeque<RawDelivery>>,
+    state: Mutex<State>,
     arrived: Notify,
-    /// The current channel's epoch and the channel itself.
-    current: Mutex<(u64, Option<Channel>)>,
+    rebalances: RebalanceQueue,
     epochs: AtomicU64,
-    /// Delivery tags of the current channel not yet settled, with their queue.
-    outstanding: Mutex<BTreeMap<u64, Arc<str>>>,
     fatal: Mutex<Option<Error>>,
     closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Deliveries of readable shards, not fetched yet.
+    buffer: VecDeque<RawDelivery>,
+    /// The shards consumed now, readable or being given back.
+    shards: HashMap<TopicPartition, Shard>,
+}
+
+/// A shard queue this member consumes, on a channel of its own.
+struct Shard {
+    epoch: u64,
+    channel: Channel,
+    /// Kept until the channel is closed: lapin cancels a consumer when its
+    /// last handle goes, and a cancel would let the next member have the
+    /// shard while this channel still holds earlier messages.
+    consumer: lapin::Consumer,
+    queue: Arc<str>,
+    /// Reported assigned and not revoked since: its deliveries may be fetched.
+    readable: bool,
+    /// Delivery tags buffered or fetched and not settled yet.
+    unsettled: BTreeSet<u64>,
 }
 
 pub(crate) struct RabbitSubscription {
@@ -67,12 +111,12 @@ pub(crate) struct RabbitSubscription {
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What the consumer and membership tasks report to the supervisor.
+/// What the consumer and membership tasks report to the session.
 pub(crate) enum Event {
     /// A member announced itself (`join`, `hb`) or left (`bye`).
     Member { kind: String, id: String },
-    /// A consumer stream ended; with an error when the channel died.
-    Ended(Option<lapin::Error>),
+    /// A consumer's channel failed.
+    Failed(lapin::Error),
 }
 
 impl RabbitSubscription {
@@ -107,17 +151,16 @@ impl RabbitSubscription {
             plans,
             prefetch: spec.prefetch.clamp(1, usize::from(u16::MAX)) as u16,
             member: uuid::Uuid::now_v7().simple().to_string(),
-            buffer: Mutex::new(VecDeque::new()),
+            state: Mutex::default(),
             arrived: Notify::new(),
-            current: Mutex::new((0, None)),
+            rebalances: RebalanceQueue::new(),
             epochs: AtomicU64::new(0),
-            outstanding: Mutex::new(BTreeMap::new()),
             fatal: Mutex::new(None),
             closed: AtomicBool::new(false),
         });
-        let channel = open(&shared).await?;
+        let control = open(&shared).await?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(supervise(shared.clone(), channel, stop_rx));
+        let task = tokio::spawn(supervise(shared.clone(), control, stop_rx));
         Ok(RabbitSubscription {
             shared,
             stop,
@@ -126,16 +169,12 @@ impl RabbitSubscription {
     }
 }
 
-/// Opens a channel with the prefetch bound and declares the group on it.
+/// Opens a control channel and declares the group on it.
 async fn open(shared: &Shared) -> Result<Channel> {
     let (channel, _) = shared
         .connector
         .channel(shared.connector.deadline())
         .await?;
-    channel
-        .basic_qos(shared.prefetch, BasicQosOptions::default())
-        .await
-        .map_err(|e| map(e, "setting the prefetch"))?;
     let dead_letter_of = &shared.plans[0].topic;
     for plan in &shared.plans {
         shared
@@ -165,185 +204,276 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Runs sessions until stopped; after a failure reconnects with backoff.
 async fn supervise(shared: Arc<Shared>, first: Channel, mut stop: watch::Receiver<bool>) {
-    let mut channel = Some(first);
-    let mut pause = Duration::from_millis(50);
+    let backoff = Backoff::new(Duration::from_millis(50), shared.options.max_backoff);
+    let mut failures = 0;
+    let mut control = Some(first);
     loop {
-        let ready = match channel.take() {
+        let ready = match control.take() {
             Some(channel) => Ok(channel),
             None => open(&shared).await,
         };
-        let outcome = match ready {
-            Ok(channel) => session(&shared, channel, &mut stop).await,
-            Err(error) => Err(error),
+        let started = Instant::now();
+        let error = match ready {
+            Ok(channel) => {
+                let mut session = Session::new(&shared, channel);
+                match session.run(&mut stop).await {
+                    Ok(()) => return session.leave().await,
+                    Err(error) if error.is_retryable() && !shared.connector.is_closed() => {
+                        session.let_go(&mut stop).await;
+                        error
+                    }
+                    Err(error) => {
+                        session.fail(error).await;
+                        return;
+                    }
+                }
+            }
+            Err(error) if error.is_retryable() && !shared.connector.is_closed() => error,
+            Err(error) => return shared.fail(error),
         };
-        shared.void_channel();
-        match outcome {
-            Ok(()) => return,
-            Err(error) if !error.is_retryable() || shared.connector.is_closed() => {
-                if !shared.closed.load(Ordering::Acquire) {
-                    tracing::error!(%error, group = %shared.group, "subscription failed");
-                    *shared.fatal.lock() = Some(error);
-                    shared.arrived.notify_waiters();
-                }
-                return;
-            }
-            Err(error) => {
-                tracing::warn!(%error, group = %shared.group, ?pause, "subscription lost its channel; resubscribing");
-                let stopped = tokio::select! {
-                    _ = stopped(&mut stop) => true,
-                    _ = tokio::time::sleep(pause) => false,
-                };
-                if stopped {
-                    return;
-                }
-                pause = (pause * 2).min(shared.options.max_backoff);
-            }
+        // A session that lasted is not part of a run of failures.
+        if started.elapsed() > backoff.max() {
+            failures = 0;
+        }
+        failures += 1;
+        let pause = backoff.after(failures);
+        tracing::warn!(%error, group = %shared.group, ?pause, "subscription lost its channel; resubscribing");
+        let stopped = tokio::select! {
+            _ = stopped(&mut stop) => true,
+            _ = tokio::time::sleep(pause) => false,
+        };
+        if stopped {
+            return;
         }
     }
 }
 
-/// One channel's life: consume the owned shards, follow membership, stop.
-async fn session(
-    shared: &Arc<Shared>,
-    channel: Channel,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<()> {
-    let epoch = shared.epochs.fetch_add(1, Ordering::AcqRel) + 1;
-    {
-        let mut current = shared.current.lock();
-        *current = (epoch, Some(channel.clone()));
-        // Deliveries of a dead channel cannot be acked: the broker redelivers them.
-        shared.buffer.lock().retain(|d| d.token.tag == epoch);
+/// One control channel's life: the shards this member consumes, and those
+/// it is giving back.
+struct Session<'a> {
+    shared: &'a Arc<Shared>,
+    control: Channel,
+    events: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    membership: Option<Membership>,
+    /// The member's share of the shards as last computed.
+    share: Assignment,
+    /// Revoked shards not given back yet; regained ones are consumed again
+    /// only once given back.
+    handing: HashSet<TopicPartition>,
+    /// Each resolves, with its shards, once they are given back.
+    giving_back: FuturesUnordered<BoxFuture<'static, Vec<TopicPartition>>>,
+}
+
+impl<'a> Session<'a> {
+    fn new(shared: &'a Arc<Shared>, control: Channel) -> Self {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        Session {
+            shared,
+            control,
+            events,
+            events_rx,
+            membership: None,
+            share: Assignment::new(),
+            handing: HashSet::new(),
+            giving_back: FuturesUnordered::new(),
+        }
     }
-    let (events, mut events_rx) = mpsc::unbounded_channel();
-    let spread = shared.plans.iter().any(|p| p.shards > 1);
-    let mut members = Members::new(shared.member.clone(), shared.options.member_heartbeat);
-    let membership = if spread {
-        let topic = &shared.plans[0].topic;
-        Some(
-            Membership::start(
-                &channel,
-                topic,
+
+    /// Consumes this member's share and follows the membership until
+    /// stopped (`Ok`) or a channel fails.
+    async fn run(&mut self, stop: &mut watch::Receiver<bool>) -> Result<()> {
+        let shared = self.shared;
+        let mut members = Members::new(shared.member.clone(), shared.options.member_heartbeat);
+        if shared.plans.iter().any(|p| p.shards > 1) {
+            let membership = Membership::start(
+                &self.control,
+                &shared.plans[0].topic,
                 &shared.group,
                 &shared.member,
-                events.clone(),
+                self.events.clone(),
             )
-            .await?,
-        )
-    } else {
-        None
-    };
-    let mut consumers: HashMap<(usize, u32), ShortString> = HashMap::new();
-    rebalance(shared, &channel, epoch, &members, &mut consumers, &events).await?;
-    let mut tick = tokio::time::interval(shared.options.member_heartbeat);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let result = loop {
-        tokio::select! {
-            _ = stopped(stop) => break Ok(()),
-            event = events_rx.recv() => match event {
-                Some(Event::Member { kind, id }) => {
-                    let changed = members.observe(&kind, id);
-                    if changed && kind == "join" {
-                        if let Some(m) = &membership {
-                            m.announce(&channel, "hb").await?;
+            .await?;
+            self.membership = Some(membership);
+        }
+        self.follow(&members).await?;
+        let mut tick = tokio::time::interval(shared.options.member_heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stopped(stop) => return Ok(()),
+                Some(given) = self.giving_back.next() => self.given_back(given).await?,
+                event = self.events_rx.recv() => match event {
+                    Some(Event::Member { kind, id }) if members.observe(&kind, &id) => {
+                        // A newcomer learns of this member without waiting a heartbeat.
+                        if kind == "join" {
+                            self.announce("hb").await?;
+                        }
+                        self.follow(&members).await?;
+                    }
+                    // A channel error while consuming is worth a new session,
+                    // whatever its cause: report it as retryable.
+                    Some(Event::Failed(error)) => return Err(Error::connection("consuming", error)),
+                    Some(Event::Member { .. }) | None => {}
+                },
+                _ = tick.tick() => {
+                    if !self.control.status().connected() {
+                        return Err(Error::Connection {
+                            message: "the subscription channel closed".into(),
+                            source: None,
+                        });
+                    }
+                    if self.membership.is_some() {
+                        self.announce("hb").await?;
+                        if members.expire() {
+                            self.follow(&members).await?;
                         }
                     }
-                    if changed {
-                        rebalance(shared, &channel, epoch, &members, &mut consumers, &events).await?;
-                    }
-                }
-                // A channel error while consuming is worth a new channel,
-                // whatever its cause: report it as retryable.
-                Some(Event::Ended(Some(error))) => break Err(Error::connection("consuming", error)),
-                Some(Event::Ended(None)) | None => {}
-            },
-            _ = tick.tick() => {
-                if !channel.status().connected() {
-                    break Err(Error::Connection { message: "the subscription channel closed".into(), source: None });
-                }
-                if let Some(m) = &membership {
-                    m.announce(&channel, "hb").await?;
-                    if members.expire() {
-                        rebalance(shared, &channel, epoch, &members, &mut consumers, &events).await?;
-                    }
                 }
             }
         }
-    };
-    if result.is_ok() {
-        if let Some(m) = &membership {
-            let _ = m.announce(&channel, "bye").await;
-        }
-        // Closing the channel cancels the consumers and returns unacked messages.
-        if channel.status().connected() {
-            let _ = channel.close(200, "leaving".into()).await;
-        }
     }
-    result
-}
 
-/// Consumes the shards this member owns now and cancels the others.
-async fn rebalance(
-    shared: &Arc<Shared>,
-    channel: &Channel,
-    epoch: u64,
-    members: &Members,
-    consumers: &mut HashMap<(usize, u32), ShortString>,
-    events: &mpsc::UnboundedSender<Event>,
-) -> Result<()> {
-    for (index, plan) in shared.plans.iter().enumerate() {
-        for shard in 0..plan.shards {
-            let owned = plan.shards == 1 || members.owns(shard);
-            let key = (index, shard);
-            match (owned, consumers.contains_key(&key)) {
-                (true, false) => {
-                    let tag =
-                        ShortString::from(format!("{}-{index}-{shard}-{epoch}", shared.member));
-                    let queue = plan.queues[shard as usize].clone();
-                    let consumer = channel
-                        .basic_consume(
-                            names::short(&queue),
-                            tag.clone(),
-                            BasicConsumeOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(|e| map(e, &format!("consuming {queue}")))?;
-                    consumers.insert(key, tag);
-                    let origin = Origin {
-                        topic: plan.topic.clone(),
-                        shard,
-                        epoch,
-                    };
-                    tokio::spawn(pump(
-                        shared.clone(),
-                        consumer,
-                        origin,
-                        queue,
-                        events.clone(),
-                    ));
-                }
-                (false, true) => {
-                    if let Some(tag) = consumers.remove(&key) {
-                        channel
-                            .basic_cancel(tag, BasicCancelOptions::default())
-                            .await
-                            .map_err(|e| map(e, "handing a shard to another member"))?;
-                    }
-                }
-                _ => {}
+    /// Publishes `kind` when the member takes part in a split. Borrows
+    /// only what it needs: the session itself is not `Sync`.
+    fn announce(&self, kind: &'static str) -> impl std::future::Future<Output = Result<()>> + '_ {
+        let (membership, control) = (self.membership.as_ref(), &self.control);
+        async move {
+            match membership {
+                Some(membership) => membership.announce(control, kind).await,
+                None => Ok(()),
             }
         }
     }
-    Ok(())
+
+    /// Moves to the share `members` give this member: gives back the
+    /// shards it lost, consumes those it gained. A queue of a one-shard
+    /// topic is consumed by every member; single active consumer lets one
+    /// have it at a time.
+    async fn follow(&mut self, members: &Members) -> Result<()> {
+        let (index, count) = members.position();
+        let target: Vec<TopicPartition> = self
+            .shared
+            .plans
+            .iter()
+            .flat_map(|plan| {
+                let shards: Vec<u32> = if plan.shards == 1 {
+                    vec![0]
+                } else {
+                    share(plan.shards, count, index).collect()
+                };
+                shards
+                    .into_iter()
+                    .map(|shard| TopicPartition::new(plan.topic.clone(), shard))
+            })
+            .collect();
+        let change = self.share.update(target);
+        self.give_back(&change.lost);
+        self.consume(change.gained).await
+    }
+
+    /// Revokes `lost` and gives the shards back once the runtime let go.
+    fn give_back(&mut self, lost: &[TopicPartition]) {
+        let revoked = self.shared.revoke(lost);
+        if revoked.is_empty() {
+            return;
+        }
+        self.handing.extend(revoked.iter().cloned());
+        let wait = self.shared.rebalances.revoke(revoked.clone());
+        let shared = self.shared.clone();
+        self.giving_back.push(Box::pin(async move {
+            if !wait.at_most(REVOKE_LIMIT).await {
+                tracing::warn!(partitions = ?revoked, group = %shared.group, "the runtime did not let go of revoked shards within {REVOKE_LIMIT:?}; handing them on");
+            }
+            shared.release(&revoked).await;
+            revoked
+        }));
+    }
+
+    /// Shards are given back: consumes those the share has regained meanwhile.
+    async fn given_back(&mut self, given: Vec<TopicPartition>) -> Result<()> {
+        for tp in &given {
+            self.handing.remove(tp);
+        }
+        let regained = given
+            .into_iter()
+            .filter(|tp| self.share.contains(tp))
+            .collect();
+        self.consume(regained).await
+    }
+
+    /// Starts consuming `partitions` (but not those still being given back)
+    /// and reports those it started as assigned.
+    async fn consume(&mut self, partitions: Vec<TopicPartition>) -> Result<()> {
+        let mut started = Vec::new();
+        let mut result = Ok(());
+        for tp in partitions {
+            if self.handing.contains(&tp) {
+                continue;
+            }
+            result = self.shared.start(&tp, &self.events).await;
+            if result.is_err() {
+                break;
+            }
+            started.push(tp);
+        }
+        self.shared.rebalances.assigned(started);
+        result
+    }
+
+    /// Leaves the group: the others take the shards over.
+    async fn leave(self) {
+        let _ = self.announce("bye").await;
+        self.shared.release_all().await;
+        if self.control.status().connected() {
+            let _ = self.control.close(200, "leaving".into()).await;
+        }
+    }
+
+    /// Lets go of everything before a new session: the runtime first, so
+    /// the next deliveries of a shard follow what it handled, then the
+    /// channels. Stops waiting when the subscription is stopped.
+    async fn let_go(mut self, stop: &mut watch::Receiver<bool>) {
+        let all: Vec<TopicPartition> = self.shared.state.lock().shards.keys().cloned().collect();
+        let revoked = self.shared.revoke(&all);
+        let wait = (!revoked.is_empty()).then(|| self.shared.rebalances.revoke(revoked));
+        let pending = std::mem::take(&mut self.giving_back);
+        let released = async {
+            let handed = async {
+                if let Some(wait) = wait {
+                    if !wait.at_most(REVOKE_LIMIT).await {
+                        tracing::warn!(group = %self.shared.group, "the runtime did not let go of its shards within {REVOKE_LIMIT:?}");
+                    }
+                }
+            };
+            futures::join!(handed, pending.collect::<Vec<_>>());
+        };
+        tokio::select! {
+            _ = stopped(stop) => {}
+            _ = released => {}
+        }
+        self.shared.release_all().await;
+        if self.control.status().connected() {
+            let _ = self.control.close(200, "resubscribing".into()).await;
+        }
+    }
+
+    /// Ends the subscription for good: `fetch` returns `error`.
+    async fn fail(self, error: Error) {
+        self.shared.fail(error);
+        self.shared.release_all().await;
+        if self.control.status().connected() {
+            let _ = self.control.close(200, "failed".into()).await;
+        }
+    }
 }
 
-/// Moves deliveries of one consumer into the buffer.
+/// Moves deliveries of one shard's consumer into the buffer.
 async fn pump(
     shared: Arc<Shared>,
     mut consumer: lapin::Consumer,
     origin: Origin,
-    queue: Arc<str>,
+    tp: TopicPartition,
     events: mpsc::UnboundedSender<Event>,
 ) {
     while let Some(item) = consumer.next().await {
@@ -351,61 +481,187 @@ async fn pump(
             Ok(delivery) => {
                 let tag = delivery.delivery_tag;
                 let raw = codec::decode(delivery, &origin);
-                let current = shared.current.lock();
-                if current.0 != origin.epoch {
+                let mut state = shared.state.lock();
+                let State { buffer, shards } = &mut *state;
+                let Some(shard) = shards.get_mut(&tp).filter(|s| s.epoch == origin.epoch) else {
                     return;
+                };
+                // Not buffered: the channel holds it unacked until it is
+                // closed, which requeues it for the shard's next owner.
+                if !shard.readable {
+                    continue;
                 }
-                shared.outstanding.lock().insert(tag, queue.clone());
-                shared.topology.track(&queue, 1);
-                shared.buffer.lock().push_back(raw);
-                drop(current);
+                shard.unsettled.insert(tag);
+                shared.topology.track(&shard.queue, 1);
+                buffer.push_back(raw);
+                drop(state);
                 shared.arrived.notify_waiters();
             }
             Err(error) => {
-                let _ = events.send(Event::Ended(Some(error)));
+                let current = shared
+                    .state
+                    .lock()
+                    .shards
+                    .get(&tp)
+                    .is_some_and(|s| s.epoch == origin.epoch);
+                // A channel closed on purpose is no failure.
+                if current {
+                    let _ = events.send(Event::Failed(error));
+                }
                 return;
             }
         }
     }
-    let _ = events.send(Event::Ended(None));
 }
 
 impl Shared {
-    /// Forgets the channel: its buffered deliveries and unsettled tags are void.
-    fn void_channel(&self) {
-        let mut current = self.current.lock();
-        current.1 = None;
-        self.buffer.lock().clear();
-        let voided = std::mem::take(&mut *self.outstanding.lock());
-        for queue in voided.values() {
-            self.topology.track(queue, -1);
+    /// Consumes shard `tp` on a channel of its own.
+    async fn start(
+        self: &Arc<Self>,
+        tp: &TopicPartition,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> Result<()> {
+        let Some(plan) = self.plans.iter().find(|p| p.topic == tp.topic) else {
+            return Ok(());
+        };
+        let queue = plan.queues[tp.partition as usize].clone();
+        let (channel, _) = self.connector.channel(self.connector.deadline()).await?;
+        let consumed = async {
+            channel
+                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .await?;
+            channel
+                .basic_consume(
+                    names::short(&queue),
+                    ShortString::from(format!("{}-{}", self.member, tp.partition)),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+        .await;
+        let consumer = match consumed {
+            Ok(consumer) => consumer,
+            Err(error) => {
+                let _ = channel.close(200, "not consuming".into()).await;
+                return Err(map(error, &format!("consuming {queue}")));
+            }
+        };
+        let epoch = self.epochs.fetch_add(1, Ordering::AcqRel) + 1;
+        self.state.lock().shards.insert(
+            tp.clone(),
+            Shard {
+                epoch,
+                channel,
+                consumer: consumer.clone(),
+                queue,
+                readable: true,
+                unsettled: BTreeSet::new(),
+            },
+        );
+        let origin = Origin {
+            topic: tp.topic.clone(),
+            shard: tp.partition,
+            epoch,
+        };
+        tokio::spawn(pump(
+            self.clone(),
+            consumer,
+            origin,
+            tp.clone(),
+            events.clone(),
+        ));
+        Ok(())
+    }
+
+    /// Stops handing out deliveries of `partitions`; returns those that
+    /// were readable until now.
+    fn revoke(&self, partitions: &[TopicPartition]) -> Vec<TopicPartition> {
+        let mut state = self.state.lock();
+        let State { buffer, shards } = &mut *state;
+        let revoked: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| {
+                shards
+                    .get_mut(*tp)
+                    .is_some_and(|s| std::mem::replace(&mut s.readable, false))
+            })
+            .cloned()
+            .collect();
+        buffer.retain(|d| !revoked.iter().any(|tp| d.token.is_in(tp)));
+        revoked
+    }
+
+    /// Gives `partitions` back to the group by closing their channels.
+    async fn release(&self, partitions: &[TopicPartition]) {
+        let released: Vec<Shard> = {
+            let mut state = self.state.lock();
+            let State { buffer, shards } = &mut *state;
+            buffer.retain(|d| !partitions.iter().any(|tp| d.token.is_in(tp)));
+            partitions
+                .iter()
+                .filter_map(|tp| shards.remove(tp))
+                .collect()
+        };
+        for shard in released {
+            self.topology
+                .track(&shard.queue, -(shard.unsettled.len() as i64));
+            if shard.channel.status().connected() {
+                if let Err(error) = shard.channel.close(200, "handing on".into()).await {
+                    tracing::debug!(%error, queue = %shard.queue, "closing a shard's channel");
+                }
+            }
+            drop(shard.consumer);
         }
     }
 
-    /// The channel for settling `tokens`, keeping only those of the current
-    /// channel (and forgetting them as outstanding).
-    fn settleable(&self, tokens: &[AckToken]) -> Option<(Channel, Vec<u64>)> {
-        let current = self.current.lock();
-        let (epoch, Some(channel)) = &*current else {
-            return None;
-        };
-        let mut outstanding = self.outstanding.lock();
-        let mut tags: Vec<u64> = tokens
-            .iter()
-            .filter(|t| t.tag == *epoch)
-            .map(|t| t.offset)
-            .collect();
-        tags.sort_unstable();
-        tags.dedup();
-        if tags.is_empty() {
-            return None;
+    async fn release_all(&self) {
+        let all: Vec<TopicPartition> = self.state.lock().shards.keys().cloned().collect();
+        self.release(&all).await;
+    }
+
+    /// Records a failure that ends the subscription, for `fetch` to return.
+    fn fail(&self, error: Error) {
+        if !self.closed.load(Ordering::Acquire) {
+            tracing::error!(%error, group = %self.group, "subscription failed");
+            *self.fatal.lock() = Some(error);
+            self.arrived.notify_waiters();
         }
-        for tag in &tags {
-            if let Some(queue) = outstanding.remove(tag) {
-                self.topology.track(&queue, -1);
+    }
+
+    /// The channels for settling `tokens` with the delivery tags on each,
+    /// keeping only tokens of a shard's current channel that are unsettled
+    /// (and forgetting them as unsettled).
+    fn settleable(&self, tokens: &[AckToken]) -> Vec<(Channel, Vec<u64>)> {
+        let mut state = self.state.lock();
+        let mut settle: HashMap<u64, (Channel, Vec<u64>)> = HashMap::new();
+        for token in tokens {
+            let Some(epoch) = codec::epoch(token) else {
+                continue;
+            };
+            let Some(shard) = state.shards.get_mut(&token.topic_partition()) else {
+                continue;
+            };
+            if shard.epoch != epoch || !shard.unsettled.remove(&token.offset) {
+                continue;
             }
+            self.topology.track(&shard.queue, -1);
+            settle
+                .entry(epoch)
+                .or_insert_with(|| (shard.channel.clone(), Vec::new()))
+                .1
+                .push(token.offset);
         }
-        Some((channel.clone(), tags))
+        settle.into_values().collect()
+    }
+}
+
+/// The outcome of settling on a shard's channel: one that closed meanwhile
+/// voids the settlement (the broker requeues the message), which is fine.
+fn settled(result: lapin::Result<()>, context: &str) -> Result<()> {
+    match result {
+        Err(error) if !is_transport(&error) => Err(map(error, context)),
+        _ => Ok(()),
     }
 }
 
@@ -425,10 +681,10 @@ impl DriverSubscription for RabbitSubscription {
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             {
-                let mut buffer = self.shared.buffer.lock();
-                if !buffer.is_empty() {
-                    let take = max.min(buffer.len());
-                    return Ok(buffer.drain(..take).collect());
+                let mut state = self.shared.state.lock();
+                if !state.buffer.is_empty() {
+                    let take = max.min(state.buffer.len());
+                    return Ok(state.buffer.drain(..take).collect());
                 }
             }
             // Also wake now and then, to notice a close from elsewhere.
@@ -437,17 +693,21 @@ impl DriverSubscription for RabbitSubscription {
     }
 
     async fn ack(&self, tokens: Vec<AckToken>) -> Result<()> {
-        let Some((channel, tags)) = self.shared.settleable(&tokens) else {
-            return Ok(());
-        };
         // One ack per tag: `multiple` could also ack a delivery that reached
         // the channel but not yet this buffer, and a second ack of it would
         // close the channel.
-        let acks = tags
-            .iter()
-            .map(|tag| channel.basic_ack(*tag, BasicAckOptions::default()));
+        let acks = self
+            .shared
+            .settleable(&tokens)
+            .into_iter()
+            .flat_map(|(channel, tags)| {
+                tags.into_iter().map(move |tag| {
+                    let channel = channel.clone();
+                    async move { channel.basic_ack(tag, BasicAckOptions::default()).await }
+                })
+            });
         for result in futures::future::join_all(acks).await {
-            result.map_err(|e| map(e, "acknowledging"))?;
+            settled(result, "acknowledging")?;
         }
         Ok(())
     }
@@ -457,22 +717,23 @@ impl DriverSubscription for RabbitSubscription {
             // Not called: redelivery delay is emulated by the core.
             tracing::debug!(?after, "rabbitmq redelivers at once; the pause is ignored");
         }
-        let Some((channel, tags)) = self.shared.settleable(std::slice::from_ref(&token)) else {
-            return Ok(());
+        let requeue = BasicNackOptions {
+            multiple: false,
+            requeue: true,
         };
-        for tag in tags {
-            channel
-                .basic_nack(
-                    tag,
-                    BasicNackOptions {
-                        multiple: false,
-                        requeue: true,
-                    },
-                )
-                .await
-                .map_err(|e| map(e, "returning a message"))?;
+        for (channel, tags) in self.shared.settleable(std::slice::from_ref(&token)) {
+            for tag in tags {
+                settled(
+                    channel.basic_nack(tag, requeue).await,
+                    "returning a message",
+                )?;
+            }
         }
         Ok(())
+    }
+
+    async fn rebalance(&self) -> Option<Rebalance> {
+        self.shared.rebalances.next().await
     }
 
     async fn close(&self) -> Result<()> {

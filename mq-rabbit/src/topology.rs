@@ -22,15 +22,15 @@ use crate::error::{map, soft_kind};
 use crate::names;
 use crate::options::Options;
 
-/// Groups every topic may have without this client having seen them: the
-/// core's delay forwarders and dead-letter retention.
-const INTERNAL_GROUPS: [&str; 2] = ["__mq.delay", "__mq.dlq"];
-
 pub(crate) struct Topology {
     connector: Arc<Connector>,
     options: Options,
     /// A channel for declarations; replaced when a refusal closes it.
     control: tokio::sync::Mutex<Option<Channel>>,
+    /// A channel for passive declares, one at a time: a missing queue closes
+    /// the channel it was asked about on, which must not fail declarations
+    /// running at the same time.
+    probe: tokio::sync::Mutex<Option<Channel>>,
     /// Shard counts read or created, per topic.
     shards: Mutex<HashMap<String, u32>>,
     /// Topics whose exchange this client declared, with the groups it declared on them.
@@ -56,6 +56,7 @@ impl Topology {
             connector,
             options,
             control: tokio::sync::Mutex::new(None),
+            probe: tokio::sync::Mutex::new(None),
             shards: Mutex::new(HashMap::new()),
             declared: Mutex::new(BTreeMap::new()),
             in_flight: Mutex::new(HashMap::new()),
@@ -72,6 +73,34 @@ impl Topology {
         let (channel, _) = self.connector.channel(self.connector.deadline()).await?;
         *control = Some(channel.clone());
         Ok(channel)
+    }
+
+    /// The message count of `queue`, or `None` when it does not exist.
+    async fn queue_length(&self, queue: &str, context: &str) -> Result<Option<u32>> {
+        let mut probe = self.probe.lock().await;
+        let channel = match probe.as_ref().filter(|c| c.status().connected()) {
+            Some(channel) => channel.clone(),
+            None => {
+                let (channel, _) = self.connector.channel(self.connector.deadline()).await?;
+                *probe = Some(channel.clone());
+                channel
+            }
+        };
+        let declared = channel
+            .queue_declare(
+                names::short(queue),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(queue) => Ok(Some(queue.message_count())),
+            Err(e) if soft_kind(&e) == Some(AMQPSoftError::NOTFOUND) => Ok(None),
+            Err(e) => Err(map(e, context)),
+        }
     }
 
     /// Declares the exchange of `topic` (durable, type topic).
@@ -103,7 +132,7 @@ impl Topology {
         let shards = match self.read_shards(topic).await? {
             Some(shards) => shards,
             None => {
-                let wanted = requested.map_or(self.options.shards, names::shard_count);
+                let wanted = requested.map_or(self.options.partitions, names::shard_count);
                 self.create_shards(topic, wanted).await?
             }
         };
@@ -120,7 +149,7 @@ impl Topology {
         let channel = self.control().await?;
         self.declare_exchange(&channel, topic).await?;
         let shards = self.read_shards(topic).await?;
-        let known = shards.unwrap_or(self.options.shards);
+        let known = shards.unwrap_or(self.options.partitions);
         if shards.is_some() {
             self.shards.lock().insert(topic.to_owned(), known);
         }
@@ -134,33 +163,16 @@ impl Topology {
 
     /// Reads the shard count of `topic` from its marker queue.
     async fn read_shards(&self, topic: &str) -> Result<Option<u32>> {
-        let marker = names::short(&names::shards_marker(topic));
+        let marker = names::shards_marker(topic);
+        let context = format!("reading the shard count of {topic}");
         for _ in 0..20 {
-            let channel = self.control().await?;
-            let declared = channel
-                .queue_declare(
-                    marker.clone(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            match declared {
-                Ok(queue) => {
-                    let count = queue.message_count();
-                    if count == 0 {
-                        return Ok(None);
-                    }
-                    // A count that is no power of two is a record being written.
-                    if count.is_power_of_two() && count <= names::MAX_SHARDS {
-                        return Ok(Some(count));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            match self.queue_length(&marker, &context).await? {
+                None | Some(0) => return Ok(None),
+                // A count that is no power of two is a record being written.
+                Some(count) if count.is_power_of_two() && count <= names::MAX_SHARDS => {
+                    return Ok(Some(count))
                 }
-                Err(e) if soft_kind(&e) == Some(AMQPSoftError::NOTFOUND) => return Ok(None),
-                Err(e) => return Err(map(e, &format!("reading the shard count of {topic}"))),
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         }
         Err(Error::Backend {
@@ -223,7 +235,13 @@ impl Topology {
         }
         .await;
         let _ = tx.close(200, "done".into()).await;
-        written.map_err(|e| map(e, &format!("recording the shard count of {topic}")))?;
+        match written {
+            Ok(()) => {}
+            // Another client wrote the record at the same time: the queue
+            // took the first `shards` messages and refused the rest.
+            Err(e) if soft_kind(&e) == Some(AMQPSoftError::PRECONDITIONFAILED) => {}
+            Err(e) => return Err(map(e, &format!("recording the shard count of {topic}"))),
+        }
         Ok(self.read_shards(topic).await?.unwrap_or(shards))
     }
 
@@ -283,6 +301,25 @@ impl Topology {
         Ok(())
     }
 
+    /// Creates `group` on `topic` (and the topic if missing): its shard
+    /// queues, bound, retain what is published from now on.
+    pub(crate) async fn ensure_group(&self, topic: &str, group: &str) -> Result<()> {
+        let shards = self.ensure_topic(topic, None).await?;
+        let channel = self.control().await?;
+        // Declared again: the exchange may have been deleted by another client.
+        self.declare_exchange(&channel, topic).await?;
+        self.declare_group(
+            &channel,
+            &GroupSpec {
+                topic,
+                group,
+                shards,
+                dead_letter_of: topic,
+            },
+        )
+        .await
+    }
+
     /// Deletes the exchange of `topic`, its shard record and the shard
     /// queues of every group this client knows on it (plus mq's internal
     /// groups). Groups only other processes created cannot be listed over
@@ -293,7 +330,7 @@ impl Topology {
             None => self.shards.lock().get(topic).copied().unwrap_or(0),
         };
         let mut groups: BTreeSet<String> = self.declared.lock().remove(topic).unwrap_or_default();
-        groups.extend(INTERNAL_GROUPS.iter().map(|g| (*g).to_owned()));
+        groups.extend(names::internal_groups());
         let mut queues: Vec<String> = Vec::new();
         for group in &groups {
             for shard in 0..shards {
@@ -342,29 +379,12 @@ impl Topology {
         let mut lags = Vec::with_capacity(shards as usize);
         for shard in 0..shards {
             let queue = names::shard_queue(topic, group, shard);
-            let channel = self.control().await?;
-            let declared = channel
-                .queue_declare(
-                    names::short(&queue),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..QueueDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await;
-            let ready = match declared {
-                Ok(q) => u64::from(q.message_count()),
-                Err(e) if soft_kind(&e) == Some(AMQPSoftError::NOTFOUND) => continue,
-                Err(e) => return Err(map(e, &format!("reading the length of {queue}"))),
+            let context = format!("reading the length of {queue}");
+            let Some(ready) = self.queue_length(&queue, &context).await? else {
+                continue;
             };
             let unacked = self.in_flight.lock().get(&queue).copied().unwrap_or(0);
-            lags.push(PartitionLag {
-                partition: shard,
-                lag: ready + unacked,
-                end_offset: None,
-                committed_offset: None,
-            });
+            lags.push(PartitionLag::new(shard, u64::from(ready) + unacked));
         }
         Ok(lags)
     }

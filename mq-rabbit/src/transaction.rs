@@ -82,7 +82,7 @@ impl DriverTransaction for RabbitTransaction {
         if let Some(first) = returned.first() {
             return Err(Error::Rejected(format!(
                 "{} message(s) of the committed transaction had no consumer group to route to \
-                 (exchange {}: {}); join a group before publishing",
+                 (exchange {}: {}); create a group (Admin::ensure_group) before publishing",
                 returned.len(),
                 first.delivery.exchange,
                 first.reply_text

@@ -6,7 +6,7 @@ mod common;
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
-use mq_core::{Config, Error, Message, TopicSpec};
+use mq_core::{Config, Error, Message, StartFrom, TopicSpec};
 use mq_rabbit::RabbitDriver;
 
 /// The error of connecting to `url`, checked not to show `secret`.
@@ -149,13 +149,10 @@ async fn message_over_max_message_size_is_too_large() {
         .expect("client");
     let topic = common::unique("big");
     client
-        .consumer(&topic, "g")
-        .subscribe()
+        .admin()
+        .ensure_group(&topic, "g", StartFrom::Earliest)
         .await
-        .expect("join")
-        .close()
-        .await
-        .expect("leave");
+        .expect("ensure_group");
     let result = client
         .producer()
         .send(Message::new(topic.as_str(), vec![7u8; 2 * 1024 * 1024]))
@@ -190,7 +187,7 @@ async fn message_over_max_message_size_is_too_large() {
 async fn bad_urls_and_options_are_config_errors() {
     for url in [
         "redis://127.0.0.1:6379",
-        "amqp://guest:guest@127.0.0.1:5672/%2f?shards=3",
+        "amqp://guest:guest@127.0.0.1:5672/%2f?partitions=3",
         "amqp://guest:guest@127.0.0.1:5672/%2f?bogus=1",
     ] {
         let config = Config::from_url(url).expect("url");

@@ -6,7 +6,7 @@
 //! member computes the same split from the same member list, so no
 //! coordinator is needed. [`Assignment`] remembers what a member owns and
 //! turns a new split into the partitions gained and lost, for
-//! [`RebalanceQueue`](crate::driver::RebalanceQueue). [`Member`] puts the
+//! [`RebalanceQueue`]. [`Member`] puts the
 //! two together for drivers whose members all live in one process.
 
 use std::collections::{BTreeSet, HashSet};

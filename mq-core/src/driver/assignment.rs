@@ -6,15 +6,13 @@
 //! member computes the same split from the same member list, so no
 //! coordinator is needed. [`Assignment`] remembers what a member owns and
 //! turns a new split into the partitions gained and lost, for
-//! [`RebalanceQueue`]. [`Member`] puts the
-//! two together for drivers whose members all live in one process.
+//! [`RebalanceQueue`](super::RebalanceQueue). [`local_group`](super::local_group)
+//! puts the two together for drivers whose members all live in one process.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
-
-use super::{Rebalance, RebalanceQueue, RevokeWait, TopicPartition};
+use super::TopicPartition;
 
 /// The partitions (of `partitions`) that member `index` of `members` owns.
 ///
@@ -119,152 +117,6 @@ impl Assignment {
     }
 }
 
-/// One member of a group whose members all live in this process (the
-/// memory broker, the native engine): its rebalance events and the
-/// partitions it may read.
-///
-/// The driver calls [`apply`](Self::apply) with the member's share whenever
-/// the group's membership changes. Gained partitions are reported at once;
-/// lost ones are revoked, and the driver, once the returned [`RevokeWait`]
-/// resolves, gives back what the member still holds of them, calls
-/// [`revoked`](Self::revoked) and applies the share again (a partition
-/// regained meanwhile is reported only then).
-#[derive(Debug)]
-pub struct Member {
-    id: u64,
-    queue: RebalanceQueue,
-    state: Mutex<MemberState>,
-}
-
-#[derive(Debug, Default)]
-struct MemberState {
-    /// Reported assigned and not revoked since.
-    readable: Assignment,
-    /// Revoked, and not yet given back.
-    revoking: HashSet<TopicPartition>,
-}
-
-impl Member {
-    /// A member with id `id`, owning nothing yet.
-    pub fn new(id: u64) -> Arc<Self> {
-        Arc::new(Member {
-            id,
-            queue: RebalanceQueue::new(),
-            state: Mutex::default(),
-        })
-    }
-
-    /// The member's id.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// Whether the member may read `partition` now.
-    pub fn may_read(&self, partition: &TopicPartition) -> bool {
-        self.state.lock().readable.contains(partition)
-    }
-
-    /// Partitions of `topic` the member may read now.
-    pub fn readable(&self, topic: &str) -> Vec<u32> {
-        let state = self.state.lock();
-        state
-            .readable
-            .iter()
-            .filter(|tp| &*tp.topic == topic)
-            .map(|tp| tp.partition)
-            .collect()
-    }
-
-    /// Applies the member's share of `topic`. Returns the partitions it
-    /// lost and the wait for their revocation, if it lost any.
-    pub fn apply(
-        &self,
-        topic: &Arc<str>,
-        share: impl IntoIterator<Item = u32>,
-    ) -> Option<(Vec<TopicPartition>, RevokeWait)> {
-        let mut state = self.state.lock();
-        let MemberState { readable, revoking } = &mut *state;
-        let target = share
-            .into_iter()
-            .filter(|p| !revoking.contains(&TopicPartition::new(topic.clone(), *p)));
-        let change = readable.update_topic(topic, target);
-        self.queue.assigned(change.gained);
-        if change.lost.is_empty() {
-            return None;
-        }
-        revoking.extend(change.lost.iter().cloned());
-        let wait = self.queue.revoke(change.lost.clone());
-        Some((change.lost, wait))
-    }
-
-    /// The member let go of `partitions` and their records were given back.
-    pub fn revoked(&self, partitions: &[TopicPartition]) {
-        let mut state = self.state.lock();
-        for tp in partitions {
-            state.revoking.remove(tp);
-        }
-    }
-
-    /// The member is leaving: it may read nothing more.
-    pub fn leave(&self) {
-        let mut state = self.state.lock();
-        state.readable.clear();
-        state.revoking.clear();
-    }
-
-    /// The next rebalance event, for [`DriverSubscription::rebalance`](crate::driver::DriverSubscription::rebalance).
-    pub async fn next_rebalance(&self) -> Option<Rebalance> {
-        self.queue.next().await
-    }
-}
-
-/// Longest a member's revoked partitions wait for its runtime to let go
-/// of them before the driver hands them on anyway.
-pub const REVOKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Partitions a member lost in a reshare, and the wait for its runtime.
-pub type Lost = (Arc<Member>, Vec<TopicPartition>, RevokeWait);
-
-/// Gives every member of a group (in join order) its share of `topic`'s
-/// `partitions`, and returns what members lost. Call it under the lock
-/// that guards the member list, so two reshares never interleave; then
-/// pass the result to [`hand_on`] outside the lock.
-pub fn reshare(topic: &Arc<str>, partitions: u32, members: &[Arc<Member>]) -> Vec<Lost> {
-    members
-        .iter()
-        .enumerate()
-        .filter_map(|(index, member)| {
-            member
-                .apply(topic, share(partitions, members.len(), index))
-                .map(|(lost, wait)| (member.clone(), lost, wait))
-        })
-        .collect()
-}
-
-/// Runs `give_back(member, partitions)` for each loss once its revocation
-/// completes (at most [`REVOKE_LIMIT`]), in the background; at once when
-/// there is no async runtime, as then nobody can be handling them.
-/// `give_back` should give back what the member holds of them, call
-/// [`Member::revoked`] and reshare again.
-pub fn hand_on<F>(lost: Vec<Lost>, give_back: F)
-where
-    F: Fn(&Arc<Member>, &[TopicPartition]) + Clone + Send + 'static,
-{
-    let runtime = tokio::runtime::Handle::try_current().ok();
-    for (member, partitions, wait) in lost {
-        let Some(runtime) = &runtime else {
-            drop(wait);
-            give_back(&member, &partitions);
-            continue;
-        };
-        let give_back = give_back.clone();
-        runtime.spawn(async move {
-            wait.at_most(REVOKE_LIMIT).await;
-            give_back(&member, &partitions);
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,31 +135,5 @@ mod tests {
                 assert!(owners.iter().all(|&n| n == 1), "{partitions} {members}");
             }
         }
-    }
-
-    #[tokio::test]
-    async fn a_member_reports_gains_and_defers_regains_until_given_back() {
-        let topic: Arc<str> = Arc::from("t");
-        let tp = |p| TopicPartition::new("t", p);
-        let m = Member::new(1);
-        assert!(m.apply(&topic, [0, 1]).is_none());
-        assert!(
-            matches!(m.next_rebalance().await, Some(Rebalance::Assigned(p)) if p == [tp(0), tp(1)])
-        );
-        let (lost, wait) = m.apply(&topic, [0]).expect("partition 1 is lost");
-        assert_eq!(lost, [tp(1)]);
-        assert!(!m.may_read(&tp(1)));
-        // Regained before it was given back: not readable yet.
-        assert!(m.apply(&topic, [0, 1]).is_none());
-        assert!(!m.may_read(&tp(1)));
-        let Some(Rebalance::Revoked(revocation)) = m.next_rebalance().await else {
-            panic!("expected a revocation");
-        };
-        revocation.complete();
-        wait.await;
-        m.revoked(&lost);
-        assert!(m.apply(&topic, [0, 1]).is_none());
-        assert!(m.may_read(&tp(1)));
-        assert!(matches!(m.next_rebalance().await, Some(Rebalance::Assigned(p)) if p == [tp(1)]));
     }
 }

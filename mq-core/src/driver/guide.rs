@@ -35,8 +35,9 @@
 //!    and hand it on only when the [`RevokeWait`](super::RevokeWait)
 //!    resolves. [`RebalanceQueue`](super::RebalanceQueue) keeps the events;
 //!    where the clients split the partitions themselves, use
-//!    [`assignment`](super::assignment) (`share`, `Assignment`, and
-//!    `Member` for members in one process).
+//!    [`assignment`](super::assignment) (`share`, `Assignment`), and
+//!    [`local_group`](super::local_group) when all members live in one
+//!    process.
 //! 6. **Shared mechanics** instead of copies: [`Backoff`](super::Backoff)
 //!    for reconnects, [`clock`](super::clock) for due times (rounded up, so
 //!    never early), [`names::bounded`](super::names::bounded) for brokers

@@ -1,6 +1,6 @@
 //! The driver SPI that backends implement, their [`Capabilities`], and the
 //! mechanics drivers share instead of copying: the key → partition mapping,
-//! partition [`assignment`], [`offsets`] tracking, rebalance events,
+//! partition [`assignment`] (and [`local_group`] for members in one process), [`offsets`] tracking, rebalance events,
 //! [`Backoff`], due-time rounding ([`clock`]), internal [`names`] and
 //! common [`options`] names.
 //!
@@ -12,6 +12,7 @@ mod backoff;
 mod capabilities;
 pub mod clock;
 pub mod guide;
+pub mod local_group;
 pub mod names;
 pub mod offsets;
 pub mod options;

@@ -10,18 +10,15 @@ use tokio::sync::Notify;
 
 use super::log::{record_at, InFlight, MemberId, PartitionLog};
 use super::MemoryOptions;
-use crate::driver::assignment::{hand_on, reshare, Member};
-use crate::driver::{
-    partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom, TopicPartition,
-};
+use crate::driver::local_group::{self, GroupMembers, LocalTopic, Member};
+use crate::driver::{partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom};
 use crate::message::{Message, Receipt};
 
 pub(super) struct Topic {
     pub(super) name: Arc<str>,
     pub(super) partitions: Vec<Mutex<PartitionLog>>,
-    /// Members per group, in join order, sharing the partitions as
-    /// [`share`] says.
-    groups: Mutex<HashMap<Arc<str>, Vec<Arc<Member>>>>,
+    /// Members per group, sharing the partitions.
+    members: GroupMembers,
     /// Woken when records arrive or come back.
     pub(super) changed: Notify,
     round_robin: AtomicU32,
@@ -34,7 +31,7 @@ impl Topic {
             partitions: (0..partitions.max(1))
                 .map(|_| Mutex::new(PartitionLog::new()))
                 .collect(),
-            groups: Mutex::new(HashMap::new()),
+            members: GroupMembers::default(),
             changed: Notify::new(),
             round_robin: AtomicU32::new(0),
         }
@@ -46,6 +43,36 @@ impl Topic {
             Some(key) => partition_for_key(key, n),
             None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
         }
+    }
+}
+
+impl LocalTopic for Topic {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    fn members(&self) -> &GroupMembers {
+        &self.members
+    }
+
+    fn give_back(&self, group: &str, member: u64, partitions: Option<&[u32]>) {
+        let now = Instant::now();
+        for (p, log) in self.partitions.iter().enumerate() {
+            if partitions.is_some_and(|ps| !ps.contains(&(p as u32))) {
+                continue;
+            }
+            if let Some(cursor) = log.lock().cursors.get_mut(group) {
+                cursor.release_member(member, now);
+            }
+        }
+    }
+
+    fn wake(&self) {
+        self.changed.notify_waiters();
     }
 }
 
@@ -245,73 +272,18 @@ impl Broker {
     }
 
     pub(super) fn join(
-        self: &Arc<Self>,
+        &self,
         topic: &Arc<Topic>,
         group: &Arc<str>,
         member: &Arc<Member>,
         start: StartFrom,
     ) {
         self.ensure_group(topic, group, start);
-        topic
-            .groups
-            .lock()
-            .entry(group.clone())
-            .or_default()
-            .push(member.clone());
-        self.rebalance(topic, group);
+        local_group::join(topic, group, member);
     }
 
-    pub(super) fn leave(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>, member: &Member) {
-        if let Some(members) = topic.groups.lock().get_mut(group) {
-            members.retain(|m| m.id() != member.id());
-        }
-        member.leave();
-        let now = Instant::now();
-        for partition in &topic.partitions {
-            if let Some(cursor) = partition.lock().cursors.get_mut(group) {
-                cursor.release_member(member.id(), now);
-            }
-        }
-        self.rebalance(topic, group);
-    }
-
-    /// Gives every member of `group` its share of `topic`; partitions a
-    /// member lost are given back once its runtime let go of them.
-    fn rebalance(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>) {
-        let lost = {
-            let groups = topic.groups.lock();
-            let members = groups.get(group).map_or(&[][..], Vec::as_slice);
-            reshare(&topic.name, topic.partitions.len() as u32, members)
-        };
-        // Weak: a revocation nobody completes must not keep the broker alive.
-        let (broker, topic_ref, group_ref) = (Arc::downgrade(self), topic.clone(), group.clone());
-        hand_on(lost, move |member, partitions| {
-            if let Some(broker) = broker.upgrade() {
-                broker.give_back(&topic_ref, &group_ref, member, partitions);
-            }
-        });
-        topic.changed.notify_waiters();
-    }
-
-    /// Gives back what `member` holds of the revoked `partitions`, so
-    /// their next owner may read them.
-    fn give_back(
-        self: &Arc<Self>,
-        topic: &Arc<Topic>,
-        group: &Arc<str>,
-        member: &Member,
-        partitions: &[TopicPartition],
-    ) {
-        let now = Instant::now();
-        for tp in partitions {
-            if let Some(partition) = topic.partitions.get(tp.partition as usize) {
-                if let Some(cursor) = partition.lock().cursors.get_mut(group) {
-                    cursor.release_member(member.id(), now);
-                }
-            }
-        }
-        member.revoked(partitions);
-        self.rebalance(topic, group);
+    pub(super) fn leave(&self, topic: &Arc<Topic>, group: &Arc<str>, member: &Member) {
+        local_group::leave(topic, group, member);
     }
 
     /// Takes up to `max` deliverable records of `topic` for `member`;

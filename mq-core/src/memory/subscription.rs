@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::broker::{Broker, Topic};
 use super::check_open;
-use crate::driver::assignment::Member;
+use crate::driver::local_group::Member;
 use crate::driver::{AckToken, DriverSubscription, RawDelivery, Rebalance, SubscribeSpec};
 use crate::error::{Error, Result};
 

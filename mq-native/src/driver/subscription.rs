@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::future::select_all;
 use futures::FutureExt;
-use mq_core::driver::assignment::Member;
+use mq_core::driver::local_group::Member;
 use mq_core::driver::{AckToken, DriverSubscription, RawDelivery, Rebalance, SubscribeSpec};
 use mq_core::{Error, Result};
 use parking_lot::Mutex;

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mq_core::driver::assignment::{hand_on, reshare, Member};
 use mq_core::driver::clock::epoch_micros;
+use mq_core::driver::local_group::{self, Member};
 use mq_core::driver::offsets::{Cursor, Taken};
-use mq_core::driver::{AckToken, PartitionLag, RawDelivery, StartFrom, TopicPartition};
+use mq_core::driver::{AckToken, PartitionLag, RawDelivery, StartFrom};
 use mq_core::Result;
 
 use super::read::Found;
@@ -90,79 +90,20 @@ impl Engine {
     /// Adds `member` to `group` on `topic` (a new group starts per
     /// `start`) and rebalances the group.
     pub fn join(
-        self: &Arc<Self>,
+        &self,
         topic: &Arc<Topic>,
         group: &Arc<str>,
         member: &Arc<Member>,
         start: StartFrom,
     ) {
         self.ensure_group(topic, group, start);
-        topic
-            .groups
-            .lock()
-            .entry(group.clone())
-            .or_default()
-            .push(member.clone());
-        self.rebalance(topic, group);
+        local_group::join(topic, group, member);
     }
 
     /// Removes `member`: what it held goes back to the group, and the
     /// others share its partitions.
-    pub fn leave(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>, member: &Member) {
-        if let Some(members) = topic.groups.lock().get_mut(group) {
-            members.retain(|m| m.id() != member.id());
-        }
-        member.leave();
-        let now = Instant::now();
-        for part in &topic.partitions {
-            if let Some(c) = part.cursors.lock().get_mut(group) {
-                c.release_member(member.id(), now);
-            }
-        }
-        self.rebalance(topic, group);
-    }
-
-    /// Gives every member of `group` its share of `topic`; what a member
-    /// lost is given back once its runtime has let go of it.
-    fn rebalance(self: &Arc<Self>, topic: &Arc<Topic>, group: &Arc<str>) {
-        let lost = {
-            // Reshared under the lock, so of two rebalances at once the one
-            // with the older member list cannot land last.
-            let groups = topic.groups.lock();
-            let members = groups.get(group).map_or(&[][..], Vec::as_slice);
-            reshare(&topic.name, topic.partitions.len() as u32, members)
-        };
-        // Weak: a revocation nobody completes must not keep a closed
-        // engine alive for the whole limit.
-        let (engine, topic_ref, group_ref) = (Arc::downgrade(self), topic.clone(), group.clone());
-        hand_on(lost, move |member, partitions| {
-            if let Some(engine) = engine.upgrade() {
-                engine.give_back(&topic_ref, &group_ref, member, partitions);
-            }
-        });
-        topic.changed.notify_waiters();
-    }
-
-    /// Gives back what `member` holds of its revoked `partitions`, so their
-    /// next owner may read them, and rebalances again: a partition the
-    /// member regained meanwhile is only reported now.
-    fn give_back(
-        self: &Arc<Self>,
-        topic: &Arc<Topic>,
-        group: &Arc<str>,
-        member: &Member,
-        partitions: &[TopicPartition],
-    ) {
-        let now = Instant::now();
-        for tp in partitions {
-            if let Some(part) = topic.partitions.get(tp.partition as usize) {
-                if let Some(c) = part.cursors.lock().get_mut(group) {
-                    c.release_member(member.id(), now);
-                }
-            }
-        }
-        member.revoked(partitions);
-        self.rebalance(topic, group);
+    pub fn leave(&self, topic: &Arc<Topic>, group: &Arc<str>, member: &Member) {
+        local_group::leave(topic, group, member);
     }
 
     /// Takes up to `max - out.len()` deliverable records of `topic` for

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use mq_core::driver::assignment::Member;
+use mq_core::driver::local_group::Member;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 pub use append::{Appended, Item};

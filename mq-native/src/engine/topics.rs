@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use mq_core::driver::assignment::Member;
+use mq_core::driver::local_group::{GroupMembers, LocalTopic};
 use mq_core::driver::offsets::Cursor;
 use mq_core::driver::partition_for_key;
 use mq_core::Result;
@@ -48,9 +48,8 @@ pub struct Topic {
     pub dir: PathBuf,
     /// Partitions.
     pub partitions: Vec<Partition>,
-    /// Members per group, in join order, sharing the partitions as
-    /// [`share`](mq_core::driver::assignment::share) says.
-    pub groups: Mutex<HashMap<Arc<str>, Vec<Arc<Member>>>>,
+    /// Members per group, sharing the partitions.
+    pub members: GroupMembers,
     /// Woken when records become visible or come back.
     pub changed: Notify,
     round_robin: AtomicU32,
@@ -59,6 +58,36 @@ pub struct Topic {
     retention_ms: AtomicU64,
     /// Set when the topic was deleted.
     pub deleted: AtomicBool,
+}
+
+impl LocalTopic for Topic {
+    fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    fn members(&self) -> &GroupMembers {
+        &self.members
+    }
+
+    fn give_back(&self, group: &str, member: u64, partitions: Option<&[u32]>) {
+        let now = Instant::now();
+        for (p, part) in self.partitions.iter().enumerate() {
+            if partitions.is_some_and(|ps| !ps.contains(&(p as u32))) {
+                continue;
+            }
+            if let Some(cursor) = part.cursors.lock().get_mut(group) {
+                cursor.release_member(member, now);
+            }
+        }
+    }
+
+    fn wake(&self) {
+        self.changed.notify_waiters();
+    }
 }
 
 impl Topic {
@@ -86,7 +115,7 @@ impl Topic {
             name: Arc::from(name),
             dir,
             partitions: parts,
-            groups: Mutex::new(HashMap::new()),
+            members: GroupMembers::default(),
             changed: Notify::new(),
             round_robin: AtomicU32::new(0),
             retention_ms: AtomicU64::new(meta.retention_ms.unwrap_or(0)),

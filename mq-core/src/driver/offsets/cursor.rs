@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 
 use super::DoneSet;
 
-/// Identifies one group member: its [`Member::id`](crate::driver::assignment::Member::id).
+/// Identifies one group member: its [`Member::id`](crate::driver::local_group::Member::id).
 pub type MemberId = u64;
 
 /// Offsets `start..end` handed to a member together. Offsets in it are in

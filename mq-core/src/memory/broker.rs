@@ -8,7 +8,8 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
-use super::log::{record_at, InFlight, MemberId, PartitionLog};
+use super::log::{record_at, PartitionLog};
+use crate::driver::offsets::{MemberId, Taken};
 use super::MemoryOptions;
 use crate::driver::local_group::{self, GroupMembers, LocalTopic, Member};
 use crate::driver::{partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom};
@@ -297,7 +298,6 @@ impl Broker {
         out: &mut Vec<RawDelivery>,
     ) -> Option<Instant> {
         let now = Instant::now();
-        let wall = SystemTime::now();
         let mut next_due: Option<Instant> = None;
         let assigned = member.readable(&topic.name);
         let member: MemberId = member.id();
@@ -322,50 +322,11 @@ impl Broker {
             if cursor.held_by_other(member) {
                 continue;
             }
-            let due: Vec<u64> = cursor
-                .returned
-                .iter()
-                .filter(|(_, r)| r.due <= now)
-                .map(|(o, _)| *o)
-                .take(max - out.len())
-                .collect();
-            for offset in due {
-                let Some(r) = cursor.returned.remove(&offset) else {
-                    continue;
-                };
-                let count = r.count.saturating_add(1);
-                cursor.in_flight.insert(
-                    offset,
-                    InFlight {
-                        owner: member,
-                        count,
-                        first_seen: r.first_seen,
-                    },
-                );
+            let mut taken = Taken::default();
+            cursor.take(member, now, end, max - out.len(), &mut taken);
+            for (offset, count, first_seen) in taken.again.into_iter().chain(taken.fresh) {
                 if let Some(record) = record_at(records, base, offset) {
-                    out.push(raw(
-                        &topic.name,
-                        p as u32,
-                        offset,
-                        record,
-                        count,
-                        r.first_seen,
-                    ));
-                }
-            }
-            while out.len() < max && cursor.next < end {
-                let offset = cursor.next;
-                cursor.next += 1;
-                cursor.in_flight.insert(
-                    offset,
-                    InFlight {
-                        owner: member,
-                        count: 1,
-                        first_seen: wall,
-                    },
-                );
-                if let Some(record) = record_at(records, base, offset) {
-                    out.push(raw(&topic.name, p as u32, offset, record, 1, wall));
+                    out.push(raw(&topic.name, p as u32, offset, record, count, first_seen));
                 }
             }
             if let Some(due) = cursor.next_due() {

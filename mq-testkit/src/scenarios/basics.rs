@@ -8,7 +8,7 @@ use mq_core::driver::{
 use mq_core::{async_trait, Client, Error, Message, Receipt, StartFrom, Support, TopicSpec};
 
 use super::SOON;
-use crate::{wait_until, Context, Recorder, Skip};
+use crate::{wait_quiescent, wait_until, Context, Recorder, Skip, QUIET};
 
 /// Headers, keys, empty, large and unicode payloads arrive intact.
 pub async fn round_trip(ctx: &Context) -> Result<(), Skip> {
@@ -120,7 +120,12 @@ pub async fn group_load_sharing(ctx: &Context) -> Result<(), Skip> {
         "only {} of {n} handled",
         a.len() + b.len()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        wait_quiescent(&ctx.client, &topic, &group, QUIET, SOON, || a.len()
+            + b.len())
+        .await,
+        "never went quiet"
+    );
     ca.shutdown().await.expect("shutdown a");
     cb.shutdown().await.expect("shutdown b");
     let mut ids = HashSet::new();
@@ -171,7 +176,14 @@ pub async fn fan_out_to_groups(ctx: &Context) -> Result<(), Skip> {
         a.len(),
         b.len()
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    for group in [ctx.group("a"), ctx.group("b")] {
+        assert!(
+            wait_quiescent(&ctx.client, &topic, &group, QUIET, SOON, || a.len()
+                + b.len())
+            .await,
+            "never went quiet"
+        );
+    }
     ca.shutdown().await.expect("shutdown");
     cb.shutdown().await.expect("shutdown");
     assert_eq!(

@@ -15,7 +15,7 @@ use mq_core::{
 use parking_lot::Mutex;
 
 use super::SOON;
-use crate::{wait_until, Context, Skip};
+use crate::{wait_quiescent, wait_until, Context, Skip, QUIET};
 
 /// Batches hold at most N messages, everything arrives once, keys stay in order.
 pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
@@ -63,7 +63,18 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
         "{} of {n}",
         total()
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        wait_quiescent(
+            &ctx.client,
+            &topic,
+            &ctx.group("batch"),
+            QUIET,
+            SOON,
+            &total
+        )
+        .await,
+        "never went quiet"
+    );
     consumer.shutdown().await.expect("shutdown");
     assert_eq!(total(), n as usize);
     let sizes = sizes.lock();
@@ -233,7 +244,13 @@ pub async fn graceful_shutdown(ctx: &Context) -> Result<(), Skip> {
         "{} of {expect_rest}",
         rest.lock().len()
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        wait_quiescent(&ctx.client, &topic, &group, QUIET, SOON, || rest
+            .lock()
+            .len())
+        .await,
+        "never went quiet"
+    );
     consumer.shutdown().await.expect("shutdown");
     let rest: HashSet<String> = rest.lock().iter().cloned().collect();
     assert!(

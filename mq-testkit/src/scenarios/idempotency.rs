@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use mq_core::idempotency::{DedupLayer, MemoryDedupStore};
 use mq_core::{handler_fn, Delivery, HandlerResult, Message, MessageId, Support};
@@ -8,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::basics::count_by_id;
 use super::SOON;
-use crate::{wait_until, Context, Recorder, Skip};
+use crate::{wait_quiescent, wait_until, Context, Recorder, Skip, QUIET};
 
 /// A send repeating an idempotency key returns the first receipt marked
 /// duplicate, and the message is delivered once.
@@ -45,7 +44,13 @@ pub async fn idempotent_publish(ctx: &Context) -> Result<(), Skip> {
         .await
         .expect("run");
     assert!(recorder.wait_for(2, SOON).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        wait_quiescent(&ctx.client, &topic, &ctx.group("idem"), QUIET, SOON, || {
+            recorder.len()
+        })
+        .await,
+        "never went quiet"
+    );
     consumer.shutdown().await.expect("shutdown");
     let counts = count_by_id(&recorder.seen());
     assert_eq!(counts.len(), 2);
@@ -109,7 +114,25 @@ pub async fn dedup_gives_one_effect(ctx: &Context) -> Result<(), Skip> {
         "all 15 copies are delivered"
     );
     assert!(wait_until(SOON, || async { effects.lock().len() == ids.len() }).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        wait_quiescent(&ctx.client, &topic, &ctx.group("raw"), QUIET, SOON, || {
+            seen_all.len()
+        })
+        .await,
+        "never went quiet"
+    );
+    assert!(
+        wait_quiescent(
+            &ctx.client,
+            &topic,
+            &ctx.group("dedup"),
+            QUIET,
+            SOON,
+            || effects.lock().values().sum::<u32>() as usize
+        )
+        .await,
+        "never went quiet"
+    );
     consumer.shutdown().await.expect("shutdown");
     raw.shutdown().await.expect("shutdown");
     let effects = effects.lock();

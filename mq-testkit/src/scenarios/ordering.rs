@@ -6,7 +6,7 @@ use mq_core::{handler_fn, Delivery, HandlerResult, Message, TopicSpec};
 use parking_lot::Mutex;
 
 use super::SOON;
-use crate::{wait_until, Context, Skip};
+use crate::{wait_quiescent, wait_until, Context, Skip, QUIET};
 
 #[derive(Default)]
 struct KeyLog {
@@ -85,7 +85,16 @@ pub async fn per_key_order_under_concurrency(ctx: &Context) -> Result<(), Skip> 
         "handled {} of {total}",
         handled.load(Ordering::SeqCst)
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let quiet = wait_quiescent(
+        &ctx.client,
+        &topic,
+        &ctx.group("order"),
+        QUIET,
+        SOON,
+        || handled.load(Ordering::SeqCst),
+    )
+    .await;
+    assert!(quiet, "never went quiet");
     consumer.shutdown().await.expect("shutdown");
     let log = log.lock();
     assert_eq!(log.overlaps, 0, "a key was handled concurrently");

@@ -8,7 +8,7 @@ use mq_core::{handler_fn, Delivery, HandlerError, HandlerResult, Message, TopicS
 use parking_lot::Mutex;
 
 use super::{quick_retry, SOON};
-use crate::{wait_until, Context, Recorder, Skip};
+use crate::{wait_quiescent, wait_until, Context, Recorder, Skip, QUIET};
 
 /// A handler error leads to another attempt, numbered 2.
 pub async fn redelivery_after_handler_error(ctx: &Context) -> Result<(), Skip> {
@@ -49,7 +49,14 @@ pub async fn redelivery_after_handler_error(ctx: &Context) -> Result<(), Skip> {
             wait_until(SOON, || async { attempts.lock().len() >= 2 }).await,
             "no redelivery (ordered={ordered})"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let group = ctx.group("redeliver");
+        assert!(
+            wait_quiescent(&ctx.client, &topic, &group, QUIET, SOON, || attempts
+                .lock()
+                .len())
+            .await,
+            "never went quiet"
+        );
         consumer.shutdown().await.expect("shutdown");
         assert_eq!(*attempts.lock(), vec![1, 2], "ordered={ordered}");
     }
@@ -175,7 +182,18 @@ pub async fn dead_letter_after_max_attempts(ctx: &Context) -> Result<(), Skip> {
             dead.wait_for(1, SOON).await,
             "nothing dead-lettered (ordered={ordered})"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            wait_quiescent(
+                &ctx.client,
+                &topic,
+                &group,
+                QUIET,
+                SOON,
+                || calls.load(Ordering::SeqCst) as usize
+            )
+            .await,
+            "never went quiet"
+        );
         consumer.shutdown().await.expect("shutdown");
         dlq.shutdown().await.expect("shutdown");
         assert_eq!(calls.load(Ordering::SeqCst), 3, "ordered={ordered}");
@@ -222,7 +240,18 @@ pub async fn reject_goes_to_dead_letter(ctx: &Context) -> Result<(), Skip> {
         .await
         .expect("send");
     assert!(dead.wait_for(1, SOON).await, "nothing dead-lettered");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        wait_quiescent(
+            &ctx.client,
+            &topic,
+            &group,
+            QUIET,
+            SOON,
+            || calls.load(Ordering::SeqCst) as usize
+        )
+        .await,
+        "never went quiet"
+    );
     consumer.shutdown().await.expect("shutdown");
     dlq.shutdown().await.expect("shutdown");
     assert_eq!(calls.load(Ordering::SeqCst), 1);

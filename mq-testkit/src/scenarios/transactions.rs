@@ -3,7 +3,7 @@ use std::time::Duration;
 use mq_core::{Message, Support};
 
 use super::SOON;
-use crate::{Context, Recorder, Skip};
+use crate::{wait_quiescent, Context, Recorder, Skip, QUIET};
 
 /// Committed messages become visible together; aborted ones never.
 pub async fn transaction_commit_and_abort(ctx: &Context) -> Result<(), Skip> {
@@ -69,7 +69,25 @@ pub async fn transaction_commit_and_abort(ctx: &Context) -> Result<(), Skip> {
         .await
         .expect("send");
     assert!(ro.wait_for(3, SOON).await && ri.wait_for(2, SOON).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        wait_quiescent(&ctx.client, &orders, &ctx.group("tx"), QUIET, SOON, || ro
+            .len()
+            + ri.len())
+        .await,
+        "never went quiet"
+    );
+    assert!(
+        wait_quiescent(
+            &ctx.client,
+            &invoices,
+            &ctx.group("tx"),
+            QUIET,
+            SOON,
+            || ro.len() + ri.len()
+        )
+        .await,
+        "never went quiet"
+    );
     co.shutdown().await.expect("shutdown");
     ci.shutdown().await.expect("shutdown");
     let bodies = |r: &Recorder| {

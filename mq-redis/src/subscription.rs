@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use mq_core::driver::{
     AckToken, DriverSubscription, RawDelivery, Rebalance, RebalanceQueue, SubscribeSpec,
-    TopicPartition,
+    TopicPartition, REVOKE_LIMIT,
 };
 use mq_core::{Error, Result};
 use parking_lot::Mutex;
@@ -64,12 +64,6 @@ use crate::topics::TopicInfo;
 
 /// A partition of one of the subscription's topics: (topic index, partition).
 type Slot = (usize, u32);
-
-/// Longest a revoked partition stays with this member waiting for the
-/// runtime to let go of it: more than the runtime's default drain deadline
-/// (30 s), and bounded, so that a stuck or absent runtime cannot keep it
-/// from the rest of the group.
-const REVOKE_LIMIT: Duration = Duration::from_secs(60);
 
 /// The `XAUTOCLAIM` cursor of a pending list's start, and of its end.
 const CURSOR_START: &str = "0-0";

@@ -13,16 +13,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use super::assignment::{share, Assignment};
-use super::{Rebalance, RebalanceQueue, RevokeWait, TopicPartition};
-
-/// Longest a member's revoked partitions wait for its runtime to let go
-/// of them before they are handed on anyway.
-pub const REVOKE_LIMIT: Duration = Duration::from_secs(60);
+use super::{Rebalance, RebalanceQueue, RevokeWait, TopicPartition, REVOKE_LIMIT};
 
 /// The members of each group of one topic, in join order.
 #[derive(Debug, Default)]

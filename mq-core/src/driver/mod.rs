@@ -24,7 +24,7 @@ pub use backoff::Backoff;
 pub use capabilities::{Capabilities, DelayModel, Support};
 pub use names::NameRules;
 pub use partitioner::{murmur2, partition_for_key};
-pub use rebalance::{Rebalance, RebalanceQueue, Revocation, RevokeWait};
+pub use rebalance::{Rebalance, RebalanceQueue, Revocation, RevokeWait, REVOKE_LIMIT};
 pub use spi::{
     AckToken, Driver, DriverSubscription, DriverTransaction, PartitionLag, RawDelivery, StartFrom,
     SubscribeSpec, TopicPartition, TopicSpec,

@@ -80,6 +80,13 @@ impl Revocation {
     }
 }
 
+/// The bound drivers give [`RevokeWait::at_most`]: how long a member's
+/// revoked partitions wait for its runtime to let go of them before they
+/// are handed on anyway (a stuck or absent runtime must not keep them from
+/// the group for ever). The runtime's own revoke deadline, the consumer's
+/// shutdown timeout (30 s by default), is shorter.
+pub const REVOKE_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Resolves when its [`Revocation`] is completed or dropped.
 #[derive(Debug)]
 #[must_use = "the partitions may only be handed on once the wait resolves"]

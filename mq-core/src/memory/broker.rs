@@ -9,9 +9,9 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use super::log::{record_at, PartitionLog};
-use crate::driver::offsets::{MemberId, Taken};
 use super::MemoryOptions;
 use crate::driver::local_group::{self, GroupMembers, LocalTopic, Member};
+use crate::driver::offsets::{MemberId, Taken};
 use crate::driver::{partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom};
 use crate::message::{Message, Receipt};
 
@@ -326,7 +326,14 @@ impl Broker {
             cursor.take(member, now, end, max - out.len(), &mut taken);
             for (offset, count, first_seen) in taken.again.into_iter().chain(taken.fresh) {
                 if let Some(record) = record_at(records, base, offset) {
-                    out.push(raw(&topic.name, p as u32, offset, record, count, first_seen));
+                    out.push(raw(
+                        &topic.name,
+                        p as u32,
+                        offset,
+                        record,
+                        count,
+                        first_seen,
+                    ));
                 }
             }
             if let Some(due) = cursor.next_due() {

@@ -86,7 +86,7 @@ impl Stream for Subscription {
                 return Poll::Ready(None);
             }
             if let Some(raw) = this.buffer.pop_front() {
-                if this.settler.partitions.is_revoked(&raw.token) {
+                if this.settler.revoked.contains(&raw.token) {
                     // Its partition's next owner gets it.
                     this.settler.settled(&raw.token);
                     continue;
@@ -138,9 +138,7 @@ impl Stream for Subscription {
                         Ok(mut batch) => {
                             // Counted (and slots taken) from the fetch on,
                             // so a revocation waits for buffered ones too.
-                            this.settler
-                                .partitions
-                                .hand_out(&mut batch, |raw| &raw.token);
+                            this.settler.hand_out(&mut batch, |raw| &raw.token);
                             this.settler.handed_out(batch.len());
                             this.buffer.extend(batch);
                         }

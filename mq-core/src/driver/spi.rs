@@ -83,7 +83,8 @@ impl AckToken {
 
     /// Whether the record came from `partition`.
     pub fn is_in(&self, partition: &TopicPartition) -> bool {
-        self.partition == partition.partition && *self.topic == *partition.topic
+        self.partition == partition.partition
+            && (Arc::ptr_eq(&self.topic, &partition.topic) || *self.topic == *partition.topic)
     }
 }
 

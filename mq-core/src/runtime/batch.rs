@@ -89,7 +89,7 @@ async fn lane(
         }
         let (revoked, batch): (Vec<Delivery>, Vec<Delivery>) = batch
             .into_iter()
-            .partition(|d| shared.settler.partitions.is_revoked(&d.token));
+            .partition(|d| shared.settler.revoked.contains(&d.token));
         shared.dropped(&revoked);
         if batch.is_empty() {
             continue;

@@ -14,7 +14,7 @@
 //! assigns the partitions again only after that, so the lifted mark never
 //! drops a record of a later assignment.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,107 +25,109 @@ use tokio::sync::Notify;
 use crate::driver::{AckToken, Rebalance, TopicPartition};
 use crate::runtime::settle::Settler;
 
-/// Deliveries held per partition, and the partitions revoked.
+/// Deliveries the runtime holds per partition. Kept under the settler's
+/// ack lock, which every settled delivery takes anyway.
 #[derive(Default)]
-pub(crate) struct Partitions {
-    state: Mutex<State>,
-    /// Whether any partition is revoked: the per-delivery check is one load
-    /// while none is.
-    any_revoked: AtomicBool,
-    released: Notify,
+pub(crate) struct Held {
+    /// A subscription reads few partitions, and a token is matched by
+    /// pointer first: a scan beats hashing the topic name per message.
+    counts: Vec<(TopicPartition, usize)>,
 }
 
-#[derive(Default)]
-struct State {
-    held: HashMap<TopicPartition, usize>,
-    revoked: HashSet<TopicPartition>,
-}
-
-impl Partitions {
-    /// Counts deliveries handed to the runtime; keeps only those whose
-    /// partition is not revoked and returns how many it dropped.
-    pub(crate) fn hand_out<T>(&self, items: &mut Vec<T>, token: impl Fn(&T) -> &AckToken) -> usize {
-        let mut state = self.state.lock();
-        let before = items.len();
-        if self.any_revoked.load(Ordering::Acquire) {
-            let revoked = &state.revoked;
-            items.retain(|item| !revoked.iter().any(|tp| token(item).is_in(tp)));
-        }
-        let mut run: Option<(TopicPartition, usize)> = None;
-        for item in items.iter() {
-            let t = token(item);
+impl Held {
+    /// Counts deliveries handed out, a run of one partition at a time.
+    pub(crate) fn add_all<'a>(&mut self, tokens: impl IntoIterator<Item = &'a AckToken>) {
+        let mut run: Option<(&AckToken, usize)> = None;
+        for token in tokens {
             match &mut run {
-                Some((tp, n)) if t.is_in(tp) => *n += 1,
+                Some((first, n))
+                    if token.partition == first.partition && token.topic == first.topic =>
+                {
+                    *n += 1
+                }
                 _ => {
-                    if let Some((tp, n)) = run.take() {
-                        *state.held.entry(tp).or_default() += n;
+                    if let Some((first, n)) = run.replace((token, 1)) {
+                        self.add(first, n);
                     }
-                    run = Some((t.topic_partition(), 1));
                 }
             }
         }
-        if let Some((tp, n)) = run {
-            *state.held.entry(tp).or_default() += n;
+        if let Some((first, n)) = run {
+            self.add(first, n);
         }
+    }
+
+    fn add(&mut self, token: &AckToken, n: usize) {
+        match self.counts.iter_mut().find(|(tp, _)| token.is_in(tp)) {
+            Some((_, held)) => *held += n,
+            None => self.counts.push((token.topic_partition(), n)),
+        }
+    }
+
+    /// One delivery is settled or dropped; true when it was its
+    /// partition's last.
+    pub(crate) fn remove(&mut self, token: &AckToken) -> bool {
+        match self.counts.iter_mut().find(|(tp, _)| token.is_in(tp)) {
+            Some((_, held)) if *held > 0 => {
+                *held -= 1;
+                *held == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a delivery of `partition` is held.
+    pub(crate) fn holds(&self, partition: &TopicPartition) -> bool {
+        self.counts.iter().any(|(tp, n)| *n > 0 && tp == partition)
+    }
+}
+
+/// The partitions revoked and not yet let go of.
+#[derive(Default)]
+pub(crate) struct Revoked {
+    partitions: Mutex<HashSet<TopicPartition>>,
+    /// Whether any partition is revoked: the per-delivery check is one load
+    /// while none is.
+    any: AtomicBool,
+    /// Woken when a partition's last held delivery is settled.
+    pub(crate) released: Notify,
+}
+
+impl Revoked {
+    /// Keeps only the items whose partition is not revoked; returns how
+    /// many it dropped.
+    pub(crate) fn retain<T>(&self, items: &mut Vec<T>, token: impl Fn(&T) -> &AckToken) -> usize {
+        if !self.any.load(Ordering::Acquire) {
+            return 0;
+        }
+        let before = items.len();
+        let revoked = self.partitions.lock();
+        items.retain(|item| !revoked.iter().any(|tp| token(item).is_in(tp)));
         before - items.len()
     }
 
     /// Whether the delivery's partition was revoked since it was handed out.
-    pub(crate) fn is_revoked(&self, token: &AckToken) -> bool {
-        self.any_revoked.load(Ordering::Acquire)
-            && self.state.lock().revoked.iter().any(|tp| token.is_in(tp))
+    pub(crate) fn contains(&self, token: &AckToken) -> bool {
+        self.any.load(Ordering::Acquire) && self.partitions.lock().iter().any(|tp| token.is_in(tp))
     }
 
-    /// A delivery handed out is settled or dropped.
-    pub(crate) fn settled(&self, token: &AckToken) {
-        let mut state = self.state.lock();
-        let tp = token.topic_partition();
-        let Some(held) = state.held.get_mut(&tp) else {
-            return;
-        };
-        *held -= 1;
-        if *held == 0 {
-            state.held.remove(&tp);
-            if self.any_revoked.load(Ordering::Acquire) {
-                drop(state);
-                self.released.notify_waiters();
-            }
-        }
+    /// Whether a revocation is being served.
+    pub(crate) fn any(&self) -> bool {
+        self.any.load(Ordering::Acquire)
     }
 
-    fn revoke(&self, partitions: &[TopicPartition]) {
-        let mut state = self.state.lock();
-        state.revoked.extend(partitions.iter().cloned());
-        self.any_revoked.store(true, Ordering::Release);
+    fn add(&self, partitions: &[TopicPartition]) {
+        let mut revoked = self.partitions.lock();
+        revoked.extend(partitions.iter().cloned());
+        self.any.store(true, Ordering::Release);
     }
 
     fn lift(&self, partitions: &[TopicPartition]) {
-        let mut state = self.state.lock();
+        let mut revoked = self.partitions.lock();
         for tp in partitions {
-            state.revoked.remove(tp);
+            revoked.remove(tp);
         }
-        self.any_revoked
-            .store(!state.revoked.is_empty(), Ordering::Release);
-    }
-
-    /// Waits until no delivery of `partitions` is held, at most `deadline`;
-    /// false when the deadline passed first.
-    async fn drained(&self, partitions: &[TopicPartition], deadline: Duration) -> bool {
-        let wait = async {
-            loop {
-                let released = self.released.notified();
-                tokio::pin!(released);
-                released.as_mut().enable();
-                if !partitions
-                    .iter()
-                    .any(|tp| self.state.lock().held.contains_key(tp))
-                {
-                    return;
-                }
-                released.await;
-            }
-        };
-        tokio::time::timeout(deadline, wait).await.is_ok()
+        self.any.store(!revoked.is_empty(), Ordering::Release);
     }
 }
 
@@ -146,11 +148,11 @@ pub(crate) fn serve_rebalance(
         Rebalance::Revoked(revocation) => {
             let partitions = revocation.partitions().to_vec();
             tracing::debug!(?partitions, group = &*settler.group, "partitions revoked");
-            settler.partitions.revoke(&partitions);
+            settler.revoked.add(&partitions);
             drop_buffered(&partitions);
             let settler = settler.clone();
             tokio::spawn(async move {
-                if !settler.partitions.drained(&partitions, deadline).await {
+                if !settler.drained(&partitions, deadline).await {
                     tracing::warn!(
                         ?partitions,
                         ?deadline,
@@ -160,7 +162,7 @@ pub(crate) fn serve_rebalance(
                 if let Err(error) = settler.flush().await {
                     tracing::warn!(%error, "acknowledging before a revocation failed; the messages will be redelivered");
                 }
-                settler.partitions.lift(&partitions);
+                settler.revoked.lift(&partitions);
                 revocation.complete();
             });
         }

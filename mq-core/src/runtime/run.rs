@@ -64,31 +64,23 @@ impl Shared {
     /// freed once its ack has reached the broker, so the bound holds at the
     /// broker too; buffered acks are flushed when the consumer goes idle.
     pub(crate) async fn finished<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) {
-        let count = self.forget(tokens);
+        let (count, mut free) = self.settler.releasable(tokens);
         let idle = self.in_flight.fetch_sub(count, Ordering::AcqRel) == count;
         if idle {
             if let Err(error) = self.settler.flush().await {
                 tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
             }
+            free += self.settler.releasable([]).1;
         }
-        self.permits.add_permits(self.settler.releasable(count));
+        self.permits.add_permits(free);
     }
 
     /// Called for deliveries dropped unhandled (their partition was
     /// revoked): they free their slots, and the driver redelivers them.
     pub(crate) fn dropped(&self, deliveries: &[Delivery]) {
-        let count = self.forget(deliveries.iter().map(|d| &d.token));
+        let (count, free) = self.settler.releasable(deliveries.iter().map(|d| &d.token));
         self.in_flight.fetch_sub(count, Ordering::AcqRel);
-        self.permits.add_permits(self.settler.releasable(count));
-    }
-
-    fn forget<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) -> usize {
-        let mut count = 0;
-        for token in tokens {
-            self.settler.partitions.settled(token);
-            count += 1;
-        }
-        count
+        self.permits.add_permits(free);
     }
 
     /// Waits for `stop`, or for a pause to pass; true when stopping.
@@ -165,10 +157,7 @@ pub(crate) async fn fetch_loop(
                     .into_iter()
                     .map(|raw| delivery_from_raw(raw, &group, None))
                     .collect();
-                shared
-                    .settler
-                    .partitions
-                    .hand_out(&mut deliveries, |d| &d.token);
+                shared.settler.hand_out(&mut deliveries, |d| &d.token);
                 let unused = granted.saturating_sub(deliveries.len());
                 shared.permits.add_permits(unused);
                 shared

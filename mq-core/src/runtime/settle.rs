@@ -11,10 +11,11 @@ use tokio::sync::Notify;
 
 use crate::client::publish::{republishable, Origin};
 use crate::client::Client;
+use crate::driver::TopicPartition;
 use crate::driver::{AckToken, DriverSubscription, Support};
 use crate::error::Result;
 use crate::message::{reserved, Delivery, Message};
-use crate::runtime::rebalance::Partitions;
+use crate::runtime::rebalance::{Held, Revoked};
 use crate::runtime::retry::retry_topic;
 use crate::runtime::RetryPolicy;
 
@@ -40,6 +41,8 @@ struct AckBuffer {
     /// Acks taken from `tokens` and not yet answered by the broker.
     sending: usize,
     settled_unreleased: usize,
+    /// Deliveries held per partition, for revocations to wait on.
+    held: Held,
 }
 
 impl AckBuffer {
@@ -56,8 +59,8 @@ pub(crate) struct Settler {
     pub(crate) group: Arc<str>,
     pub(crate) policy: RetryPolicy,
     pub(crate) dead_letter: DeadLetter,
-    /// Deliveries held per partition, and the partitions revoked.
-    pub(crate) partitions: Partitions,
+    /// The partitions revoked and not yet let go of.
+    pub(crate) revoked: Revoked,
     pending_acks: Mutex<AckBuffer>,
     /// Stream mode: deliveries handed out and not yet settled, bounded by `prefetch`.
     unsettled: AtomicUsize,
@@ -83,7 +86,7 @@ impl Settler {
             group,
             policy,
             dead_letter,
-            partitions: Partitions::default(),
+            revoked: Revoked::default(),
             pending_acks: Mutex::new(AckBuffer::default()),
             unsettled: AtomicUsize::new(0),
             prefetch,
@@ -107,6 +110,18 @@ impl Settler {
         }
     }
 
+    /// Takes fetched deliveries into account: drops those of partitions
+    /// revoked meanwhile (their next owner gets them) and counts the rest
+    /// per partition. Returns how many it dropped.
+    pub(crate) fn hand_out<T>(&self, items: &mut Vec<T>, token: impl Fn(&T) -> &AckToken) -> usize {
+        let dropped = self.revoked.retain(items, &token);
+        self.pending_acks
+            .lock()
+            .held
+            .add_all(items.iter().map(token));
+        dropped
+    }
+
     /// Stream mode: `count` deliveries were handed out.
     pub(crate) fn handed_out(&self, count: usize) {
         self.unsettled.fetch_add(count, Ordering::AcqRel);
@@ -114,9 +129,38 @@ impl Settler {
 
     /// Stream mode: one delivery was settled (or dropped unsettled).
     pub(crate) fn settled(&self, token: &AckToken) {
-        self.partitions.settled(token);
+        let last = self.pending_acks.lock().held.remove(token);
+        self.released_last(last);
         self.unsettled.fetch_sub(1, Ordering::AcqRel);
         self.room.notify_one();
+    }
+
+    /// Wakes a revocation waiting for its partitions' last deliveries.
+    fn released_last(&self, last: bool) {
+        if last && self.revoked.any() {
+            self.revoked.released.notify_waiters();
+        }
+    }
+
+    /// Waits until no delivery of `partitions` is held, at most `deadline`;
+    /// false when the deadline passed first.
+    pub(crate) async fn drained(&self, partitions: &[TopicPartition], deadline: Duration) -> bool {
+        let wait = async {
+            loop {
+                let released = self.revoked.released.notified();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                let holds = {
+                    let acks = self.pending_acks.lock();
+                    partitions.iter().any(|tp| acks.held.holds(tp))
+                };
+                if !holds {
+                    return;
+                }
+                released.await;
+            }
+        };
+        tokio::time::timeout(deadline, wait).await.is_ok()
     }
 
     /// Acks now.
@@ -145,17 +189,29 @@ impl Settler {
         result
     }
 
-    /// Records that `count` deliveries were settled and returns how many
-    /// prefetch slots may be freed now: settled deliveries whose acks are no
-    /// longer waiting in the buffer. So the slots held always equal the
-    /// deliveries the broker still sees unacked.
-    pub(crate) fn releasable(&self, count: usize) -> usize {
-        let mut acks = self.pending_acks.lock();
-        acks.settled_unreleased += count;
-        let waiting = acks.tokens.len() + acks.sending;
-        let free = acks.settled_unreleased.saturating_sub(waiting);
-        acks.settled_unreleased -= free;
-        free
+    /// Records that the deliveries of `tokens` were settled (or dropped)
+    /// and returns how many prefetch slots may be freed now: settled
+    /// deliveries whose acks are no longer waiting in the buffer. So the
+    /// slots held always equal the deliveries the broker still sees unacked.
+    pub(crate) fn releasable<'a>(
+        &self,
+        tokens: impl IntoIterator<Item = &'a AckToken>,
+    ) -> (usize, usize) {
+        let (count, free, last) = {
+            let mut acks = self.pending_acks.lock();
+            let (mut count, mut last) = (0, false);
+            for token in tokens {
+                last |= acks.held.remove(token);
+                count += 1;
+            }
+            acks.settled_unreleased += count;
+            let waiting = acks.tokens.len() + acks.sending;
+            let free = acks.settled_unreleased.saturating_sub(waiting);
+            acks.settled_unreleased -= free;
+            (count, free, last)
+        };
+        self.released_last(last);
+        (count, free)
     }
 
     /// Sends queued acks.

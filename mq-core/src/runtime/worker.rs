@@ -29,7 +29,7 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
                 let Some((key, delivery)) = next.await else {
                     break;
                 };
-                if shared.settler.partitions.is_revoked(&delivery.token) {
+                if shared.settler.revoked.contains(&delivery.token) {
                     shared.dropped(std::slice::from_ref(&delivery));
                     finished_key = key;
                     continue;

@@ -112,10 +112,12 @@ async fn longest_names_still_retry_and_dead_letter() {
 }
 
 /// The memory broker, refusing publishes to one topic as a broker refuses
-/// a destination that was deleted.
+/// a destination that was deleted, and delaying natively only by fixed
+/// levels when it has some (as RocketMQ 4.x).
 struct Refusing {
     inner: MemoryDriver,
     refused: &'static str,
+    levels: Option<Vec<Duration>>,
 }
 
 #[mq_core::async_trait]
@@ -124,7 +126,11 @@ impl mq_core::driver::Driver for Refusing {
         "memory"
     }
     fn capabilities(&self) -> mq_core::Capabilities {
-        mq_core::driver::Driver::capabilities(&self.inner)
+        let mut caps = mq_core::driver::Driver::capabilities(&self.inner);
+        if let Some(levels) = &self.levels {
+            caps.delay_model = mq_core::driver::DelayModel::Levels(levels.clone());
+        }
+        caps
     }
     async fn publish(&self, batch: Vec<Message>) -> mq_core::Result<Vec<mq_core::Receipt>> {
         if batch.iter().any(|m| m.topic() == self.refused) {
@@ -176,6 +182,7 @@ async fn a_refused_delayed_message_does_not_hold_up_the_others() {
     let driver = Refusing {
         inner: MemoryDriver::from_config(&config).unwrap(),
         refused: "gone",
+        levels: None,
     };
     let client = Client::new(driver);
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -214,4 +221,52 @@ async fn a_refused_delayed_message_does_not_hold_up_the_others() {
         set_aside, 1,
         "the refused message is kept in the delay dead-letter topic"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_no_broker_level_fits_goes_through_the_emulation() {
+    let client = Client::new(Refusing {
+        inner: MemoryDriver::new(),
+        refused: "none",
+        levels: Some(vec![Duration::from_secs(1)]),
+    });
+    let producer = client.producer();
+    let native = producer
+        .send(Message::new("reminders", "on a level").with_delay(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let emulated = producer
+        .send(Message::new("reminders", "between levels").with_delay(Duration::from_millis(300)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (&*native.topic, &*emulated.topic),
+        ("reminders", "reminders")
+    );
+    // Only the one no level delivers on time waits in a delay level topic.
+    let parked: u64 = client
+        .driver()
+        .lag("__mq.delay.200", "__mq.delay")
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.lag)
+        .sum();
+    assert_eq!(parked, 1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = client
+        .consumer("reminders", "app")
+        .run(handler_fn(move |d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(d.message().payload_str()?.to_owned());
+                HandlerResult::Ok(())
+            }
+        }))
+        .await
+        .unwrap();
+    let mut got = vec![recv(&mut rx).await, recv(&mut rx).await];
+    got.sort();
+    assert_eq!(got, ["between levels", "on a level"]);
+    consumer.shutdown().await.unwrap();
 }

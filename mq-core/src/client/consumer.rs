@@ -124,7 +124,9 @@ impl ConsumerBuilder {
         self
     }
 
-    /// How long [`ConsumerHandle::shutdown`] waits for in-flight handlers (default 30 s).
+    /// How long [`ConsumerHandle::shutdown`] waits for in-flight handlers
+    /// (default 30 s); also how long a revoked partition's in-flight
+    /// handlers may run before the partition is let go of.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self

@@ -72,6 +72,20 @@ async fn publish_rounds(ctx: &Context, topic: &str, keys: usize, per_key: u32, p
     }
 }
 
+/// Waits until `total` messages were handled and the group is quiet.
+async fn wait_all_handled(ctx: &Context, topic: &str, group: &str, log: &SharedLog, total: usize) {
+    assert!(
+        wait_until(SOON, || async { log.lock().handled >= total }).await,
+        "only {} of {total} handled",
+        log.lock().handled
+    );
+    let quiet = wait_quiescent(&ctx.client, topic, group, QUIET, SOON, || {
+        log.lock().handled
+    })
+    .await;
+    assert!(quiet, "the group never went quiet");
+}
+
 /// Every key handled in order (a redelivery may repeat the last number,
 /// never go back further), every message at least once, no key twice at once.
 fn assert_per_key_order(log: &KeyLog, keys: usize, per_key: u32) {
@@ -116,17 +130,7 @@ pub async fn members_join_and_leave_mid_stream(ctx: &Context) -> Result<(), Skip
         (second, third)
     };
     let ((), (second, third)) = tokio::join!(publishing, churn);
-    let total = keys * per_key as usize;
-    assert!(
-        wait_until(SOON, || async { log.lock().handled >= total }).await,
-        "only {} of {total} handled",
-        log.lock().handled
-    );
-    let quiet = wait_quiescent(&ctx.client, &topic, &group, QUIET, SOON, || {
-        log.lock().handled
-    })
-    .await;
-    assert!(quiet, "the group never went quiet");
+    wait_all_handled(ctx, &topic, &group, &log, keys * per_key as usize).await;
     second.shutdown().await.expect("shutdown");
     third.shutdown().await.expect("shutdown");
     assert_per_key_order(&log.lock(), keys, per_key);
@@ -157,17 +161,7 @@ pub async fn members_start_and_stop_concurrently(ctx: &Context) -> Result<(), Sk
         members.extend(join_all((0..2).map(|_| start_member(ctx, &topic, &group, &log))).await);
     };
     tokio::join!(publishing, churn);
-    let total = keys * per_key as usize;
-    assert!(
-        wait_until(SOON, || async { log.lock().handled >= total }).await,
-        "only {} of {total} handled",
-        log.lock().handled
-    );
-    let quiet = wait_quiescent(&ctx.client, &topic, &group, QUIET, SOON, || {
-        log.lock().handled
-    })
-    .await;
-    assert!(quiet, "the group never went quiet");
+    wait_all_handled(ctx, &topic, &group, &log, keys * per_key as usize).await;
     for result in join_all(members.into_iter().map(ConsumerHandle::shutdown)).await {
         result.expect("a concurrent shutdown");
     }

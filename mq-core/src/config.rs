@@ -27,6 +27,9 @@ use crate::error::{Error, Result};
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     url: Url,
+    /// Hosts after the first in a list such as `kafka://a:9092,b:9092`,
+    /// which `Url` cannot hold.
+    more_hosts: Vec<String>,
     options: BTreeMap<String, String>,
 }
 
@@ -38,10 +41,31 @@ struct ConfigFile {
     options: BTreeMap<String, toml::Value>,
 }
 
+/// The forms `Config` deserializes from: a URL string, or a table with a
+/// `url` and `options`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ConfigForm {
+    Url(String),
+    Table(ConfigFile),
+}
+
 impl Config {
-    /// Parses a URL; its query parameters become options.
+    /// Parses a URL; its query parameters become options. The authority
+    /// may list several hosts (`kafka://a:9092,b:9092`); see
+    /// [`hosts`](Self::hosts).
     pub fn from_url(text: &str) -> Result<Self> {
-        let mut url = Url::parse(text)
+        let (single, more_hosts) = split_hosts(text);
+        if let Some(bad) = more_hosts
+            .iter()
+            .find(|host| host.is_empty() || Url::parse(&format!("x://{host}")).is_err())
+        {
+            return Err(Error::Config(format!(
+                "cannot parse URL {}: {bad:?} is not a host[:port]",
+                redact_text(text)
+            )));
+        }
+        let mut url = Url::parse(&single)
             .map_err(|e| Error::Config(format!("cannot parse URL {}: {e}", redact_text(text))))?;
         let mut options = BTreeMap::new();
         for (k, v) in url.query_pairs() {
@@ -50,7 +74,11 @@ impl Config {
             }
         }
         url.set_query(None);
-        Ok(Config { url, options })
+        Ok(Config {
+            url,
+            more_hosts,
+            options,
+        })
     }
 
     /// Parses TOML with a `url` and an optional `[options]` table.
@@ -67,6 +95,10 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Self> {
         let file: ConfigFile =
             toml::from_str(text).map_err(|e| Error::Config(format!("invalid TOML config: {e}")))?;
+        Self::from_file(file)
+    }
+
+    fn from_file(file: ConfigFile) -> Result<Self> {
         let mut config = Config::from_url(&file.url)?;
         for (k, v) in file.options {
             let value = match v {
@@ -119,6 +151,26 @@ impl Config {
         &self.url
     }
 
+    /// Every `host:port` of the authority, in order (a port is present
+    /// only where the URL gives one).
+    ///
+    /// ```
+    /// let cfg: mq_core::Config = "kafka://a:9092,b:9093,c".parse().unwrap();
+    /// assert_eq!(cfg.hosts(), ["a:9092", "b:9093", "c"]);
+    /// assert_eq!(cfg.to_string(), "kafka://a:9092,b:9093,c");
+    /// ```
+    pub fn hosts(&self) -> Vec<String> {
+        let first = match (self.url.host_str(), self.url.port()) {
+            (Some(host), Some(port)) => Some(format!("{host}:{port}")),
+            (Some(host), None) => Some(host.to_owned()),
+            (None, _) => None,
+        };
+        first
+            .into_iter()
+            .chain(self.more_hosts.iter().cloned())
+            .collect()
+    }
+
     /// The options not yet taken.
     pub fn options(&self) -> &BTreeMap<String, String> {
         &self.options
@@ -139,6 +191,32 @@ impl Config {
     }
 }
 
+/// A `Config` inside an application's own serde configuration: either the
+/// URL as a string or a table with `url` and `options`.
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct App { broker: mq_core::Config }
+/// let app: App = toml::from_str(r#"
+///     [broker]
+///     url = "kafka://127.0.0.1:9092"
+///     options = { "kafka.sasl.password" = "hunter2", partitions = 6 }
+/// "#).unwrap();
+/// assert_eq!(app.broker.options()["partitions"], "6");
+/// assert!(!app.broker.to_string().contains("hunter2"));
+/// ```
+impl<'de> Deserialize<'de> for Config {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let parsed = match ConfigForm::deserialize(deserializer)? {
+            ConfigForm::Url(url) => Config::from_url(&url),
+            ConfigForm::Table(file) => Config::from_file(file),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Config {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -153,15 +231,81 @@ impl fmt::Display for Config {
             let _ = shown.set_password(Some("***"));
         }
         if !self.options.is_empty() {
-            shown.query_pairs_mut().extend_pairs(self.options.iter());
+            shown.query_pairs_mut().extend_pairs(
+                self.options.iter().map(|(name, value)| {
+                    (name.as_str(), if is_secret(name) { "***" } else { value })
+                }),
+            );
         }
-        f.write_str(shown.as_str())
+        let shown = shown.as_str();
+        match (self.more_hosts.is_empty(), authority_end(shown)) {
+            (false, Some(end)) => write!(
+                f,
+                "{}{}{}",
+                &shown[..end],
+                self.more_hosts
+                    .iter()
+                    .fold(String::new(), |list, host| list + "," + host),
+                &shown[end..]
+            ),
+            _ => f.write_str(shown),
+        }
     }
+}
+
+/// Where the authority of URL-like text ends (the index of the `/`, `?` or
+/// `#` after it, or the length), when the text has one.
+fn authority_end(text: &str) -> Option<usize> {
+    let start = text.find("://")? + 3;
+    Some(
+        start
+            + text[start..]
+                .find(['/', '?', '#'])
+                .unwrap_or(text.len() - start),
+    )
+}
+
+/// Splits `scheme://user@a:1,b:2/path` into `scheme://user@a:1/path` and
+/// the further hosts `["b:2"]`.
+fn split_hosts(text: &str) -> (String, Vec<String>) {
+    let Some(end) = authority_end(text) else {
+        return (text.to_owned(), Vec::new());
+    };
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let authority = &text[start..end];
+    let hosts_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let mut hosts = authority[hosts_start..].split(',');
+    let first = hosts.next().unwrap_or_default();
+    let more: Vec<String> = hosts.map(str::to_owned).collect();
+    if more.is_empty() {
+        return (text.to_owned(), more);
+    }
+    let single = format!("{}{}{}", &text[..start + hosts_start], first, &text[end..]);
+    (single, more)
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Config({self})")
+    }
+}
+
+/// Whether an option holds a secret, by its name (`sasl.password`,
+/// `client_secret`, `token`, `ssl.key.password`, `api_key`, ...): its value
+/// never shows in `Display`, `Debug` or errors.
+pub fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|marker| name.contains(marker))
+}
+
+/// An option's value as errors may show it.
+fn shown_value<'a>(name: &str, value: &'a str) -> &'a str {
+    if is_secret(name) {
+        "***"
+    } else {
+        value
     }
 }
 
@@ -203,8 +347,37 @@ impl OptionReader {
             Some(text) => text
                 .parse()
                 .map(Some)
-                .map_err(|e| Error::Config(format!("option {name}={text:?} is invalid: {e}"))),
+                .map_err(|e| invalid_option(name, &text, e)),
         }
+    }
+
+    /// Takes every option whose name starts with `prefix`, returned without
+    /// the prefix: the pass-through a driver hands to its client library
+    /// unchanged (`kafka.linger.ms=5` gives `linger.ms` → `5` for the
+    /// prefix `kafka.`).
+    ///
+    /// ```
+    /// let cfg: mq_core::Config = "kafka://h:9092?kafka.linger.ms=5&partitions=3".parse().unwrap();
+    /// let mut reader = cfg.reader();
+    /// let native = reader.take_prefixed("kafka.");
+    /// assert_eq!(native["linger.ms"], "5");
+    /// assert_eq!(reader.take::<u32>("partitions").unwrap(), Some(3));
+    /// reader.finish().unwrap();
+    /// ```
+    pub fn take_prefixed(&mut self, prefix: &str) -> BTreeMap<String, String> {
+        let names: Vec<String> = self
+            .remaining
+            .keys()
+            .filter(|name| name.starts_with(prefix) && name.len() > prefix.len())
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let value = self.remaining.remove(&name)?;
+                Some((name[prefix.len()..].to_owned(), value))
+            })
+            .collect()
     }
 
     /// Takes an option, or `default` when it is absent.
@@ -226,7 +399,7 @@ impl OptionReader {
             None => Ok(None),
             Some(text) => parse_duration(&text)
                 .map(Some)
-                .map_err(|e| Error::Config(format!("option {name}={text:?} is invalid: {e}"))),
+                .map_err(|e| invalid_option(name, &text, e)),
         }
     }
 
@@ -243,6 +416,12 @@ impl OptionReader {
             names.join(", ")
         )))
     }
+}
+
+fn invalid_option(name: &str, text: &str, reason: impl fmt::Display) -> Error {
+    let shown = shown_value(name, text);
+    let reason = reason.to_string().replace(text, shown);
+    Error::Config(format!("option {name}={shown:?} is invalid: {reason}"))
 }
 
 /// Parses a duration such as `250ms`, `5s`, `2m`, `1h 30m`, or a bare number of milliseconds.
@@ -271,6 +450,61 @@ mod tests {
         r.finish().unwrap();
         assert!(!cfg.to_string().contains("hunter2"));
         assert!(!format!("{cfg:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_options_are_redacted_everywhere() {
+        let cfg = Config::from_url(
+            "kafka://h:9092?sasl.password=hunter2&kafka.ssl.key.password=pw2&api_token=t0k&partitions=3",
+        )
+        .unwrap();
+        let shown = format!("{cfg} {cfg:?}");
+        for secret in ["hunter2", "pw2", "t0k"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("partitions=3"), "{shown}");
+        let err = cfg
+            .reader()
+            .take_duration("sasl.password")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sasl.password") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn deserializes_from_a_url_or_a_table() {
+        #[derive(Deserialize)]
+        struct App {
+            a: Config,
+            b: Config,
+        }
+        let app: App = toml::from_str(
+            "a = \"memory://?partitions=2\"\n[b]\nurl = \"native://./d\"\noptions = { fsync = \"never\" }",
+        )
+        .unwrap();
+        assert_eq!(app.a.options()["partitions"], "2");
+        assert_eq!(app.b.scheme(), "native");
+        assert_eq!(app.b.options()["fsync"], "never");
+        let bad: std::result::Result<App, _> = toml::from_str("a = \"::\"\nb = \"memory://\"");
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn host_lists() {
+        let cfg = Config::from_url("kafka://u:pw@a:1,b:2/x?acks=all").unwrap();
+        assert_eq!(cfg.hosts(), ["a:1", "b:2"]);
+        assert_eq!(cfg.to_string(), "kafka://u:***@a:1,b:2/x?acks=all");
+        assert_eq!(
+            Config::from_url("memory://").unwrap().hosts(),
+            Vec::<String>::new()
+        );
+        let err = Config::from_url("kafka://a:1,b:notaport")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b:notaport"), "{err}");
     }
 
     #[test]

@@ -329,6 +329,18 @@ pub trait DriverSubscription: Send + Sync {
         std::future::pending().await
     }
 
+    /// Starts a transaction bound to this membership, for
+    /// consume-transform-produce: its commit makes the staged messages
+    /// visible and acks the records given to [`DriverTransaction::ack`],
+    /// all or nothing (Kafka's `send_offsets_to_transaction`). Only called
+    /// when `transactional_offsets` is `Native`.
+    async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
+        Err(crate::Error::unsupported(
+            "transactional offsets",
+            "unknown",
+        ))
+    }
+
     /// Leaves the group; unacked records go back to the group.
     async fn close(&self) -> Result<()>;
 }
@@ -338,6 +350,20 @@ pub trait DriverSubscription: Send + Sync {
 pub trait DriverTransaction: Send {
     /// Stages messages; they are invisible to consumers until commit.
     async fn publish(&mut self, batch: Vec<Message>) -> Result<Vec<Receipt>>;
+
+    /// Adds records of the subscription this transaction was begun on
+    /// ([`DriverSubscription::begin`]): commit acks them together with the
+    /// staged messages, exactly as [`DriverSubscription::ack`] would, and
+    /// abort leaves them unacked. The runtime hands a partition's records
+    /// to transactions in offset order, so a commit's acks end at the
+    /// group's new position.
+    async fn ack(&mut self, tokens: Vec<AckToken>) -> Result<()> {
+        let _ = tokens;
+        Err(crate::Error::unsupported(
+            "transactional offsets",
+            "unknown",
+        ))
+    }
 
     /// Makes every staged message visible at once.
     async fn commit(self: Box<Self>) -> Result<()>;

@@ -55,6 +55,6 @@ pub use driver::{Capabilities, StartFrom, Support, TopicSpec};
 pub use error::{Error, Result};
 pub use message::{Delivery, Headers, Message, MessageId, Receipt};
 pub use runtime::{
-    batch_handler_fn, handler_fn, BatchHandler, ConsumerHandle, DeadLetter, Handler, HandlerError,
-    HandlerResult, Layer, RetryPolicy, TimeoutLayer,
+    batch_handler_fn, handler_fn, BatchHandler, BatchOptions, ConsumerHandle, DeadLetter, Handler,
+    HandlerError, HandlerResult, Layer, RetryPolicy, TimeoutLayer,
 };

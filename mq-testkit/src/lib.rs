@@ -62,6 +62,7 @@ macro_rules! conformance_suite {
             members_start_and_stop_concurrently,
             group_created_before_publishing,
             new_group_from_earliest,
+            dropped_delivery_is_released,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -469,8 +469,7 @@ async fn batch_handler_calls_are_traced() {
                         HandlerResult::Ok(())
                     }
                 }),
-                10,
-                Duration::from_millis(100),
+                mq::BatchOptions::new(10).with_max_wait(Duration::from_millis(100)),
             )
             .await
             .expect("run_batch")

@@ -9,7 +9,7 @@ use crate::driver::{NameRules, StartFrom, SubscribeSpec, Support, TopicSpec};
 use crate::error::{Error, Result};
 use crate::message::{validate_group, validate_topic};
 use crate::runtime::{
-    retry_topic, run_batches, run_handler, stack, BatchHandler, BatchSettings, ConsumerHandle,
+    retry_topic, run_batches, run_handler, stack, BatchHandler, BatchOptions, ConsumerHandle,
     DeadLetter, Handler, Layer, RetryPolicy, RunSettings, Settler, Shared,
 };
 
@@ -114,7 +114,7 @@ impl ConsumerBuilder {
 
     /// Shorthand to set only the attempts of the retry policy.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.policy.max_attempts = attempts.max(1);
+        self.policy = self.policy.clone().with_max_attempts(attempts);
         self
     }
 
@@ -249,17 +249,37 @@ impl ConsumerBuilder {
         ))
     }
 
-    /// Joins the group and runs `handler` on batches of up to `max_messages`,
-    /// or what arrived within `max_wait`. Each of `concurrency` lanes holds
-    /// a share of the keys, so per-key order holds. A batch succeeds or fails
-    /// as a whole. Layers apply to single-message handlers only.
+    /// Joins the group and runs `handler` on batches cut by `options`
+    /// (at most `max_messages`, or what arrived within `max_wait`). Each of
+    /// `concurrency` lanes holds a share of the keys, so per-key order
+    /// holds. A batch succeeds or fails as a whole. Layers apply to
+    /// single-message handlers only.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mq_core::Result<()> {
+    /// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+    /// use std::time::Duration;
+    /// use mq_core::{batch_handler_fn, BatchOptions, Delivery, HandlerResult};
+    /// let consumer = client
+    ///     .consumer("clicks", "warehouse")
+    ///     .run_batch(
+    ///         batch_handler_fn(|batch: Vec<Delivery>| async move {
+    ///             println!("{} clicks", batch.len());
+    ///             HandlerResult::Ok(())
+    ///         }),
+    ///         BatchOptions::new(500).with_max_wait(Duration::from_millis(50)),
+    ///     )
+    ///     .await?;
+    /// consumer.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run_batch(
         self,
         handler: impl BatchHandler,
-        max_messages: usize,
-        max_wait: Duration,
+        options: BatchOptions,
     ) -> Result<ConsumerHandle> {
-        if max_messages == 0 {
+        if options.max_messages() == 0 {
             return Err(Error::invalid(
                 "max_messages",
                 "0",
@@ -278,13 +298,9 @@ impl ConsumerBuilder {
             #[cfg(feature = "otel")]
             None,
         );
-        let batch = BatchSettings {
-            max_messages,
-            max_wait,
-        };
         Ok(ConsumerHandle::new(
             stop,
-            tokio::spawn(run_batches(shared, handler, batch)),
+            tokio::spawn(run_batches(shared, handler, options)),
         ))
     }
 

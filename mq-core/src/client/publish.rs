@@ -3,7 +3,7 @@
 //! republishing (retries, dead letters, delay hops).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::delay::DelayEmulator;
 use crate::driver::{Capabilities, Driver, DriverTransaction, Support};
@@ -104,21 +104,20 @@ impl Publisher {
                 self.driver.backend(),
             ));
         }
-        let Some(due) = message.due_at(now) else {
-            return Ok(Prepared {
-                message,
-                delayed_destination: None,
-            });
+        let wait = match (message.delay(), message.deliver_at()) {
+            (Some(delay), _) => delay,
+            (None, Some(at)) => at.duration_since(now).unwrap_or_default(),
+            (None, None) => Duration::ZERO,
         };
-        let Ok(wait) = due.duration_since(now) else {
+        if wait.is_zero() {
             message.clear_delay();
             return Ok(Prepared {
                 message,
                 delayed_destination: None,
             });
-        };
-        if wait > self.capabilities.max_delay {
-            return Err(Error::invalid(
+        }
+        let too_long = || {
+            Error::invalid(
                 "delay",
                 format!("{wait:?}"),
                 format!(
@@ -126,8 +125,12 @@ impl Publisher {
                     self.driver.backend(),
                     self.capabilities.max_delay
                 ),
-            ));
+            )
+        };
+        if wait > self.capabilities.max_delay {
+            return Err(too_long());
         }
+        let due = now.checked_add(wait).ok_or_else(too_long)?;
         let native = self.capabilities.delay == Support::Native
             && self
                 .capabilities

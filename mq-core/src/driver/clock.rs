@@ -51,6 +51,21 @@ pub fn from_epoch_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
+/// The instant `wait` from now, saturating a century ahead where
+/// `Instant + wait` would overflow (as `Duration::MAX` does): for timers and
+/// due times built from user input.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// let far = mq_core::driver::clock::deadline_after(Duration::MAX);
+/// assert!(far > Instant::now() + Duration::from_secs(3_000_000_000));
+/// ```
+pub fn deadline_after(wait: Duration) -> std::time::Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let now = std::time::Instant::now();
+    now.checked_add(wait).unwrap_or(now + CENTURY)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,7 +104,7 @@ impl DedupStore for MemoryDedupStore {
         let mut entries = self.entries.lock();
         entries.map.insert(
             (scope.to_owned(), key.to_owned()),
-            Entry::Done(Instant::now() + ttl),
+            Entry::Done(crate::driver::clock::deadline_after(ttl)),
         );
         Ok(())
     }

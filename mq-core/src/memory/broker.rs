@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 
 use super::log::{record_at, PartitionLog};
 use super::MemoryOptions;
+use crate::driver::clock::deadline_after;
 use crate::driver::local_group::{self, GroupMembers, LocalTopic, Member};
 use crate::driver::offsets::{MemberId, Taken};
 use crate::driver::{partition_for_key, AckToken, PartitionLag, RawDelivery, StartFrom};
@@ -375,7 +376,7 @@ impl Broker {
                 p.lock()
                     .cursors
                     .get_mut(group)
-                    .map(|c| c.give_back(token.offset, Instant::now() + after))
+                    .map(|c| c.give_back(token.offset, deadline_after(after)))
             })
             .unwrap_or(false);
         if moved {

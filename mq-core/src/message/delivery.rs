@@ -15,8 +15,9 @@ use crate::runtime::Settler;
 /// and settle by returning from the handler. Consumers that read a
 /// [`Subscription`](crate::Subscription) stream settle each delivery
 /// themselves with [`ack`](Delivery::ack), [`nack`](Delivery::nack) or
-/// [`dead_letter`](Delivery::dead_letter); one dropped unsettled is
-/// redelivered once its consumer goes away.
+/// [`dead_letter`](Delivery::dead_letter); one dropped unsettled gives its
+/// prefetch slot back and is released for redelivery at once (to this
+/// consumer or another of its group), as a `nack` without a pause would.
 pub struct Delivery {
     /// Shared so the copies handlers and retries get are cheap.
     pub(crate) message: Arc<Message>,
@@ -120,6 +121,28 @@ impl Delivery {
         let settler = self.take_settler()?;
         settler.settled(&self.token);
         settler.dead_letter(&self, reason.into()).await
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        let Some(settler) = self.settler.take() else {
+            return;
+        };
+        let token = self.token.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                // The slot is freed once the broker has the record back, so
+                // the prefetch bound holds at the broker too.
+                runtime.spawn(async move {
+                    if let Err(error) = settler.subscription.nack(token.clone(), Duration::ZERO).await {
+                        tracing::debug!(%error, "releasing a dropped delivery failed; it is redelivered when the consumer leaves");
+                    }
+                    settler.settled(&token);
+                });
+            }
+            Err(_) => settler.settled(&token),
+        }
     }
 }
 

@@ -365,9 +365,12 @@ impl Message {
         self.delay
     }
 
-    /// The due time the message had, resolving a relative delay against `now`.
+    /// The due time the message had, resolving a relative delay against
+    /// `now`; `None` without one, or when `now + delay` is beyond what
+    /// the system clock represents (sending refuses such a delay).
     pub fn due_at(&self, now: SystemTime) -> Option<SystemTime> {
-        self.deliver_at.or_else(|| self.delay.map(|d| now + d))
+        self.deliver_at
+            .or_else(|| self.delay.and_then(|d| now.checked_add(d)))
     }
 
     /// When the message was published, on received messages.

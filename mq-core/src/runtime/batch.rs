@@ -12,20 +12,64 @@ use crate::driver::partition_for_key;
 use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::handler::catch_panic;
-use crate::runtime::run::{drain, fetch_loop, Shared};
+use crate::runtime::run::{drain, fetch_loop, fetch_while_workers_live, Shared};
 use crate::runtime::{BatchHandler, HandlerError};
 
-/// How batches are cut.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct BatchSettings {
-    pub(crate) max_messages: usize,
-    pub(crate) max_wait: Duration,
+/// How [`run_batch`](crate::ConsumerBuilder::run_batch) cuts batches: at
+/// most `max_messages`, or what arrived within `max_wait` of a batch's
+/// first message, whichever comes first.
+///
+/// ```
+/// use std::time::Duration;
+/// use mq_core::BatchOptions;
+/// let options = BatchOptions::new(500).with_max_wait(Duration::from_millis(20));
+/// assert_eq!(options.max_messages(), 500);
+/// assert_eq!(BatchOptions::default().max_wait(), Duration::from_millis(100));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchOptions {
+    max_messages: usize,
+    max_wait: Duration,
+}
+
+impl Default for BatchOptions {
+    /// 100 messages or 100 ms.
+    fn default() -> Self {
+        BatchOptions::new(100)
+    }
+}
+
+impl BatchOptions {
+    /// Batches of up to `max_messages` (at least 1 when run), cut after 100 ms.
+    pub fn new(max_messages: usize) -> Self {
+        BatchOptions {
+            max_messages,
+            max_wait: Duration::from_millis(100),
+        }
+    }
+
+    /// How long a batch waits for more after its first message; any
+    /// duration, `Duration::MAX` included (a batch is then cut by size only).
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// How long a batch waits for more after its first message.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// The most messages in one batch.
+    pub fn max_messages(&self) -> usize {
+        self.max_messages
+    }
 }
 
 pub(crate) async fn run_batches(
     shared: Arc<Shared>,
     handler: Arc<dyn BatchHandler>,
-    batch: BatchSettings,
+    batch: BatchOptions,
 ) -> Result<()> {
     let lanes = shared.settings.concurrency.max(1);
     let mut senders = Vec::with_capacity(lanes);
@@ -37,7 +81,7 @@ pub(crate) async fn run_batches(
     }
     let mut next_keyless = 0usize;
     // Lanes drop buffered deliveries of revoked partitions as they reach them.
-    let fetched = fetch_loop(
+    let fetching = fetch_loop(
         shared.clone(),
         |batch| {
             for d in batch {
@@ -52,18 +96,18 @@ pub(crate) async fn run_batches(
             }
         },
         |_| {},
-    )
-    .await;
+    );
+    let fetched = fetch_while_workers_live(fetching, &mut workers).await;
     drop(senders);
-    drain(&shared, workers).await;
-    fetched
+    let drained = drain(&shared, workers).await;
+    fetched.and(drained)
 }
 
 async fn lane(
     shared: Arc<Shared>,
     handler: Arc<dyn BatchHandler>,
     mut rx: mpsc::UnboundedReceiver<Delivery>,
-    settings: BatchSettings,
+    settings: BatchOptions,
 ) {
     let mut stop = shared.stop.clone();
     loop {
@@ -72,8 +116,10 @@ async fn lane(
             next = rx.recv() => match next { Some(d) => d, None => return },
         };
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + settings.max_wait;
-        while batch.len() < settings.max_messages {
+        let deadline = tokio::time::Instant::from_std(crate::driver::clock::deadline_after(
+            settings.max_wait(),
+        ));
+        while batch.len() < settings.max_messages() {
             match rx.try_recv() {
                 Ok(d) => {
                     batch.push(d);
@@ -126,7 +172,7 @@ async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Deli
                 }
             }
             Err(HandlerError::Retry { error, after }) => {
-                let pause = after.unwrap_or_else(|| settler.policy.backoff(attempt));
+                let pause = settler.pause(after, attempt);
                 if shared.settings.ordered && !settler.policy.exhausted(attempt) {
                     if shared.pause_or_stop(pause).await {
                         return false;

@@ -1,13 +1,15 @@
 //! The ordering executor's queue: work for N workers where items with the
 //! same key are handed out one at a time, in order, and different keys flow
-//! in parallel. A key that is busy (or retrying) holds back only its own
-//! later items.
+//! in parallel. A key that is busy (or waiting to retry) holds back only its
+//! own later items, never a worker.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
 pub(crate) struct KeyQueue<T> {
     state: Mutex<State<T>>,
@@ -18,7 +20,18 @@ struct State<T> {
     ready: VecDeque<(Option<Arc<str>>, T)>,
     /// Keys handed out or ready, with their later items waiting behind them.
     busy: HashMap<Arc<str>, VecDeque<T>>,
+    /// Items put back to be handed out again after a pause (an ordered
+    /// retry); their keys stay busy meanwhile.
+    deferred: Vec<Deferred<T>>,
+    next_deferral: u64,
     closed: bool,
+}
+
+struct Deferred<T> {
+    id: u64,
+    key: Option<Arc<str>>,
+    item: T,
+    timer: AbortHandle,
 }
 
 impl<T> KeyQueue<T> {
@@ -27,6 +40,8 @@ impl<T> KeyQueue<T> {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
                 busy: HashMap::new(),
+                deferred: Vec::new(),
+                next_deferral: 0,
                 closed: false,
             }),
             notify: Notify::new(),
@@ -92,11 +107,24 @@ impl<T> KeyQueue<T> {
         }
     }
 
-    /// Takes out every queued item (ready or waiting behind its key) that
-    /// `matches`; the items of a key left behind keep their order.
+    /// Takes out every queued item (ready, deferred or waiting behind its
+    /// key) that `matches`; the items of a key left behind keep their order.
     pub(crate) fn remove_where(&self, matches: impl Fn(&T) -> bool) -> Vec<T> {
         let mut removed = Vec::new();
         let mut state = self.state.lock();
+        let mut kept_deferred = Vec::with_capacity(state.deferred.len());
+        for deferred in std::mem::take(&mut state.deferred) {
+            if !matches(&deferred.item) {
+                kept_deferred.push(deferred);
+                continue;
+            }
+            deferred.timer.abort();
+            removed.push(deferred.item);
+            if let Some(key) = deferred.key {
+                release(&mut state, key);
+            }
+        }
+        state.deferred = kept_deferred;
         let State { ready, busy, .. } = &mut *state;
         for waiting in busy.values_mut() {
             let mut kept = VecDeque::with_capacity(waiting.len());
@@ -136,10 +164,56 @@ impl<T> KeyQueue<T> {
         removed
     }
 
-    /// Stops handing out items; waiting `pop`s return `None`.
+    /// Stops handing out items; waiting `pop`s return `None`. Deferred
+    /// items stay unhandled.
     pub(crate) fn close(&self) {
-        self.state.lock().closed = true;
+        let mut state = self.state.lock();
+        state.closed = true;
+        for deferred in &state.deferred {
+            deferred.timer.abort();
+        }
+        drop(state);
         self.notify.notify_waiters();
+    }
+}
+
+impl<T: Send + 'static> KeyQueue<T> {
+    /// Puts back an item that was handed out, to be handed out again after
+    /// `pause`: its key (still busy) keeps its later items behind it, and
+    /// the worker is free for other keys meanwhile.
+    pub(crate) fn defer(self: &Arc<Self>, key: Option<Arc<str>>, item: T, pause: Duration) {
+        let mut state = self.state.lock();
+        if state.closed {
+            return;
+        }
+        let id = state.next_deferral;
+        state.next_deferral += 1;
+        let queue: Weak<Self> = Arc::downgrade(self);
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            if let Some(queue) = queue.upgrade() {
+                queue.resume(id);
+            }
+        })
+        .abort_handle();
+        state.deferred.push(Deferred {
+            id,
+            key,
+            item,
+            timer,
+        });
+    }
+
+    /// A deferred item's pause is over: it is ready again.
+    fn resume(&self, id: u64) {
+        let mut state = self.state.lock();
+        let Some(at) = state.deferred.iter().position(|d| d.id == id) else {
+            return;
+        };
+        let deferred = state.deferred.swap_remove(at);
+        state.ready.push_back((deferred.key, deferred.item));
+        drop(state);
+        self.notify.notify_one();
     }
 }
 
@@ -180,6 +254,34 @@ mod tests {
         assert_eq!(v2, 2);
         q.close();
         assert!(q.next(None).await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deferred_key_holds_only_itself() {
+        let q = Arc::new(KeyQueue::new());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        q.push_all([(Some(a.clone()), 1), (Some(a.clone()), 2)]);
+        let (ka, one) = q.next(None).await.unwrap();
+        q.defer(ka, one, Duration::from_secs(10));
+        q.push_all([(Some(b.clone()), 10)]);
+        // "a" waits out its pause; "b" flows meanwhile, and 2 stays behind 1.
+        let started = tokio::time::Instant::now();
+        let (kb, ten) = q.next(None).await.unwrap();
+        assert_eq!((ten, started.elapsed()), (10, Duration::ZERO));
+        let (ka, again) = q.next(kb).await.unwrap();
+        assert_eq!((again, started.elapsed()), (1, Duration::from_secs(10)));
+        assert_eq!(q.next(ka).await.unwrap().1, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removing_a_deferred_item_frees_its_key() {
+        let q = Arc::new(KeyQueue::new());
+        let a: Arc<str> = Arc::from("a");
+        q.push_all([(Some(a.clone()), 1), (Some(a.clone()), 2)]);
+        let (ka, one) = q.next(None).await.unwrap();
+        q.defer(ka, one, Duration::from_secs(3600));
+        assert_eq!(q.remove_where(|v| *v == 1), [1]);
+        assert_eq!(q.next(None).await.unwrap().1, 2);
     }
 
     #[tokio::test]

@@ -21,7 +21,8 @@ mod run;
 mod settle;
 mod worker;
 
-pub(crate) use batch::{run_batches, BatchSettings};
+pub(crate) use batch::run_batches;
+pub use batch::BatchOptions;
 pub use handler::{
     batch_handler_fn, handler_fn, BatchHandler, BatchHandlerFn, Handler, HandlerError, HandlerFn,
     HandlerResult,

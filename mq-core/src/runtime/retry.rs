@@ -21,18 +21,17 @@ use rand::Rng;
 /// assert_eq!(policy.backoff(3), Duration::from_millis(400));
 /// assert_eq!(policy.backoff(30), Duration::from_secs(10));
 /// ```
+///
+/// The fields are private so its invariants hold: at least one attempt,
+/// `initial <= max` backoff, a finite multiplier of at least 1, a jitter
+/// within 0..=1.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first included. At least 1.
-    pub max_attempts: u32,
-    /// Pause after the first failure.
-    pub initial_backoff: Duration,
-    /// Longest pause.
-    pub max_backoff: Duration,
-    /// Growth factor per attempt.
-    pub multiplier: f64,
-    /// Relative random spread, 0.0 to 1.0.
-    pub jitter: f64,
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    multiplier: f64,
+    jitter: f64,
 }
 
 impl Default for RetryPolicy {
@@ -55,6 +54,37 @@ impl RetryPolicy {
             max_attempts: max_attempts.max(1),
             ..RetryPolicy::default()
         }
+    }
+
+    /// The same policy with `max_attempts` attempts (at least 1).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// Attempts in all, the first included; at least 1.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The pause after the first failure.
+    pub fn initial_backoff(&self) -> Duration {
+        self.initial_backoff
+    }
+
+    /// The longest pause.
+    pub fn max_backoff(&self) -> Duration {
+        self.max_backoff
+    }
+
+    /// The growth factor per attempt.
+    pub fn multiplier(&self) -> f64 {
+        self.multiplier
+    }
+
+    /// The relative random spread, 0.0 to 1.0.
+    pub fn jitter(&self) -> f64 {
+        self.jitter
     }
 
     /// Sets the first and the longest pause.
@@ -94,7 +124,9 @@ impl RetryPolicy {
         } else {
             1.0
         };
-        Duration::from_secs_f64((capped * factor).max(0.0))
+        // Saturates: a max_backoff near Duration::MAX times a jitter above 1
+        // is out of range for `from_secs_f64`.
+        Duration::try_from_secs_f64((capped * factor).max(0.0)).unwrap_or(Duration::MAX)
     }
 
     /// Whether attempt `attempt` was the last allowed.
@@ -127,10 +159,26 @@ mod tests {
     }
 
     #[test]
+    fn extreme_settings_keep_the_invariants() {
+        let policy = RetryPolicy::new(3)
+            .with_backoff(Duration::MAX, Duration::from_secs(1))
+            .with_multiplier(f64::INFINITY)
+            .with_jitter(f64::INFINITY);
+        assert_eq!(policy.max_backoff(), Duration::MAX);
+        assert_eq!((policy.multiplier(), policy.jitter()), (1.0, 0.0));
+        assert_eq!(policy.backoff(2), Duration::MAX);
+        let spread = RetryPolicy::new(3)
+            .with_backoff(Duration::MAX, Duration::MAX)
+            .with_jitter(1.0);
+        assert!(spread.backoff(1) <= Duration::MAX);
+        assert_eq!(RetryPolicy::new(3).with_max_attempts(0).max_attempts(), 1);
+    }
+
+    #[test]
     fn huge_attempts_do_not_overflow() {
         let policy = RetryPolicy::new(u32::MAX).with_jitter(0.0);
         assert_eq!(policy.backoff(u32::MAX), policy.max_backoff);
         assert!(policy.exhausted(u32::MAX));
-        assert_eq!(RetryPolicy::new(0).max_attempts, 1);
+        assert_eq!(RetryPolicy::new(0).max_attempts(), 1);
     }
 }

@@ -186,12 +186,62 @@ pub(crate) async fn fetch_loop(
     }
 }
 
+/// Runs the fetch loop until it ends, or until a worker dies: a worker
+/// that panicked outside the handler (the handler's own panics are caught)
+/// held a message it will never settle, so the consumer stops and reports
+/// it instead of running on with one worker less and a key stuck.
+pub(crate) async fn fetch_while_workers_live(
+    fetching: impl std::future::Future<Output = Result<()>>,
+    workers: &mut JoinSet<()>,
+) -> Result<()> {
+    let died = async {
+        loop {
+            match workers.join_next().await {
+                Some(Err(error)) if error.is_panic() => return worker_died(error),
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            }
+        }
+    };
+    tokio::select! {
+        fetched = fetching => fetched,
+        died = died => {
+            tracing::error!(%died, "a consumer worker died; stopping the consumer");
+            Err(died)
+        }
+    }
+}
+
+fn worker_died(error: tokio::task::JoinError) -> Error {
+    let panic = error.into_panic();
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    Error::Backend {
+        backend: "runtime",
+        message: format!(
+            "a consumer worker died ({message}); its message was left unacked for redelivery"
+        ),
+        source: None,
+    }
+}
+
 /// Waits for the workers to finish their current messages, up to the
-/// shutdown deadline, then flushes acks and leaves the group.
-pub(crate) async fn drain(shared: &Shared, mut workers: JoinSet<()>) {
+/// shutdown deadline, then flushes acks and leaves the group. Fails when a
+/// worker died meanwhile.
+pub(crate) async fn drain(shared: &Shared, mut workers: JoinSet<()>) -> Result<()> {
     let deadline = shared.settings.shutdown_timeout;
+    let mut died = None;
     let finished = tokio::time::timeout(deadline, async {
-        while workers.join_next().await.is_some() {}
+        while let Some(joined) = workers.join_next().await {
+            if let Err(error) = joined {
+                if error.is_panic() {
+                    died.get_or_insert(worker_died(error));
+                }
+            }
+        }
     })
     .await;
     if finished.is_err() {
@@ -205,6 +255,7 @@ pub(crate) async fn drain(shared: &Shared, mut workers: JoinSet<()>) {
     if let Err(error) = shared.settler.subscription.close().await {
         tracing::warn!(%error, "leaving the consumer group failed");
     }
+    died.map_or(Ok(()), Err)
 }
 
 /// A running consumer. Dropping it stops the consumer without waiting;

@@ -223,6 +223,16 @@ impl Settler {
         self.send_acks(tokens).await
     }
 
+    /// The pause before the attempt after failed attempt `attempt`: the
+    /// handler's own, or the policy's backoff; never longer than the
+    /// backend's longest delay, so a `retry_after(_, Duration::MAX)` waits
+    /// that long instead of failing.
+    pub(crate) fn pause(&self, asked: Option<Duration>, attempt: u32) -> Duration {
+        asked
+            .unwrap_or_else(|| self.policy.backoff(attempt))
+            .min(self.client.inner.capabilities.max_delay)
+    }
+
     /// Schedules another attempt after `after`, or dead-letters when the
     /// attempts are used up. Does not block other messages.
     pub(crate) async fn retry(
@@ -234,6 +244,7 @@ impl Settler {
         if self.policy.exhausted(delivery.attempt) {
             return self.dead_letter(delivery, error).await;
         }
+        let after = self.pause(Some(after), delivery.attempt);
         if self.client.inner.capabilities.redelivery_delay == Support::Native {
             return self.subscription.nack(delivery.token.clone(), after).await;
         }

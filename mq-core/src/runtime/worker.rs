@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
@@ -10,7 +11,7 @@ use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::handler::catch_panic;
 use crate::runtime::key_queue::KeyQueue;
-use crate::runtime::run::{drain, fetch_loop, Shared};
+use crate::runtime::run::{drain, fetch_loop, fetch_while_workers_live, Shared};
 use crate::runtime::{Handler, HandlerError, HandlerResult};
 #[cfg(feature = "otel")]
 use crate::telemetry::WorkerTelemetry;
@@ -26,7 +27,7 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
             let mut finished_key = None;
             loop {
                 let next = take_next(&queue, finished_key.take(), || caller.waited());
-                let Some((key, delivery)) = next.await else {
+                let Some((key, mut delivery)) = next.await else {
                     break;
                 };
                 if shared.settler.revoked.contains(&delivery.token) {
@@ -34,20 +35,24 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
                     finished_key = key;
                     continue;
                 }
-                let settled = handle_one(&shared, &mut caller, &delivery).await;
-                if !settled {
-                    // Stopping mid-retry: leave it unacked for redelivery, and
-                    // keep later messages of the key from overtaking it.
-                    break;
+                match handle_one(&shared, &mut caller, &delivery).await {
+                    Handled::Settled => {
+                        shared.finished([&delivery.token]).await;
+                        finished_key = key;
+                    }
+                    Handled::RetryInPlace { pause } => {
+                        // The key stays busy, so its later messages cannot
+                        // overtake; the worker moves on to other keys.
+                        delivery.attempt = delivery.attempt.saturating_add(1);
+                        queue.defer(key, delivery, pause);
+                    }
                 }
-                shared.finished([&delivery.token]).await;
-                finished_key = key;
             }
         });
     }
     let fetched = {
         let (queue, buffered, dropper) = (queue.clone(), queue.clone(), shared.clone());
-        fetch_loop(
+        let fetching = fetch_loop(
             shared.clone(),
             move |batch| {
                 queue.push_all(batch.into_iter().map(|d| (d.message.key_arc().cloned(), d)))
@@ -56,12 +61,12 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
                 let gone = buffered.remove_where(|d| revoked.iter().any(|tp| d.token.is_in(tp)));
                 dropper.dropped(&gone);
             },
-        )
-        .await
+        );
+        fetch_while_workers_live(fetching, &mut workers).await
     };
     queue.close();
-    drain(&shared, workers).await;
-    fetched
+    let drained = drain(&shared, workers).await;
+    fetched.and(drained)
 }
 
 /// The next item of `queue` (after releasing `finished`); calls `on_wait`
@@ -126,48 +131,41 @@ impl Caller {
     }
 }
 
-/// Handles `delivery` to completion. Returns false when the consumer is
-/// stopping before the message could be settled.
-async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -> bool {
+/// What became of one attempt at a delivery.
+enum Handled {
+    /// Acked, dead-lettered, retried later or released: done here.
+    Settled,
+    /// Ordered and failed: to be attempted again here after `pause`.
+    RetryInPlace { pause: Duration },
+}
+
+/// Makes one attempt at `delivery` and settles it, unless it is to be
+/// retried in place.
+async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -> Handled {
     let settler = &shared.settler;
-    let mut attempt = delivery.attempt;
-    loop {
-        let view;
-        let current = if attempt == delivery.attempt {
-            delivery
-        } else {
-            view = delivery.with_attempt(attempt);
-            &view
-        };
-        let handled = caller.call(current).await;
-        let outcome = match handled {
-            Ok(()) => settler.ack_buffered(current).await,
-            Err(HandlerError::Reject { reason }) => settler.dead_letter(current, reason).await,
-            Err(HandlerError::Retry { error, after }) => {
-                let pause = after.unwrap_or_else(|| settler.policy.backoff(attempt));
-                if settler.policy.exhausted(attempt) {
-                    settler.dead_letter(current, error.to_string()).await
-                } else if shared.settings.ordered {
-                    tracing::debug!(topic = current.topic(), attempt, %error, ?pause, "retrying in place");
-                    caller.settled();
-                    if shared.pause_or_stop(pause).await {
-                        return false;
-                    }
-                    caller.waited();
-                    attempt += 1;
-                    continue;
-                } else {
-                    settler.retry(current, pause, error.to_string()).await
-                }
-            }
-        };
-        if let Err(error) = outcome {
-            tracing::warn!(topic = current.topic(), %error, "settling a message failed; it will be redelivered");
-            if let Err(error) = settler.release(current).await {
-                tracing::warn!(%error, "releasing a message failed; it will be redelivered when the consumer leaves");
+    let attempt = delivery.attempt;
+    let outcome = match caller.call(delivery).await {
+        Ok(()) => settler.ack_buffered(delivery).await,
+        Err(HandlerError::Reject { reason }) => settler.dead_letter(delivery, reason).await,
+        Err(HandlerError::Retry { error, after }) => {
+            let pause = settler.pause(after, attempt);
+            if settler.policy.exhausted(attempt) {
+                settler.dead_letter(delivery, error.to_string()).await
+            } else if shared.settings.ordered {
+                tracing::debug!(topic = delivery.topic(), attempt, %error, ?pause, "retrying in place");
+                caller.settled();
+                return Handled::RetryInPlace { pause };
+            } else {
+                settler.retry(delivery, pause, error.to_string()).await
             }
         }
-        caller.settled();
-        return true;
+    };
+    if let Err(error) = outcome {
+        tracing::warn!(topic = delivery.topic(), %error, "settling a message failed; it will be redelivered");
+        if let Err(error) = settler.release(delivery).await {
+            tracing::warn!(%error, "releasing a message failed; it will be redelivered when the consumer leaves");
+        }
     }
+    caller.settled();
+    Handled::Settled
 }

@@ -54,7 +54,10 @@ pub async fn batch_handler(ctx: &Context) -> Result<(), Skip> {
         .client
         .consumer(&topic, ctx.group("batch"))
         .concurrency(2)
-        .run_batch(handler, 10, Duration::from_millis(50))
+        .run_batch(
+            handler,
+            mq_core::BatchOptions::new(10).with_max_wait(Duration::from_millis(50)),
+        )
         .await
         .expect("run_batch");
     let total = || sizes.lock().iter().sum::<usize>();

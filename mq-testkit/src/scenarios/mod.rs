@@ -9,6 +9,7 @@ mod idempotency;
 mod membership;
 mod ordering;
 mod retry;
+mod stream;
 mod transactions;
 
 pub use basics::{
@@ -27,6 +28,7 @@ pub use retry::{
     redelivery_after_consumer_dropped, redelivery_after_handler_error, reject_goes_to_dead_letter,
     unordered_retry_does_not_block,
 };
+pub use stream::dropped_delivery_is_released;
 pub use transactions::transaction_commit_and_abort;
 
 use std::time::Duration;

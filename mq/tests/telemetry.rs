@@ -558,3 +558,44 @@ async fn publish_joins_the_current_tracing_span() {
     );
     assert_eq!(publish.parent_span_id, checkout.span_context.span_id());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delay_hops_go_through_the_traced_publish_path() {
+    let exporters = Exporters::new();
+    let telemetry = Telemetry::new(&exporters.tracer_provider, &exporters.meter_provider);
+    let client = mq::connect("memory://?delay=emulated")
+        .await
+        .expect("connect")
+        .with_telemetry(telemetry);
+    let topic = unique("reminders");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = client
+        .consumer(&topic, unique("mailer"))
+        .run(handler_fn(move |d: Delivery| {
+            let tx = tx.clone();
+            async move {
+                tx.send(d.message().payload_str()?.to_owned())?;
+                HandlerResult::Ok(())
+            }
+        }))
+        .await
+        .expect("run");
+    client
+        .producer()
+        .send(Message::new(topic.as_str(), "later").with_delay(Duration::from_millis(300)))
+        .await
+        .expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    assert_eq!(got.expect("delivered").as_deref(), Some("later"));
+    consumer.shutdown().await.expect("shutdown");
+    let spans = exporters.finished_spans();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_ref()).collect();
+    // The send parks the message in a level topic; each hop of the
+    // forwarder (to a shorter level, then to the destination) is a publish
+    // of its own, traced like any other and named for the destination.
+    let publishes = names
+        .iter()
+        .filter(|n| **n == format!("publish {topic}"))
+        .count();
+    assert!(publishes >= 2, "no hop was traced: {names:?}");
+}

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::client::publish::Publisher;
+use crate::client::publish::{Outlet, Publisher};
 use crate::client::{Admin, ConsumerBuilder, Producer};
 use crate::delay::DelayEmulator;
 use crate::driver::{Capabilities, Driver, Support};
@@ -71,16 +71,16 @@ impl Client {
         if capabilities.redelivery_delay == Support::Unsupported {
             capabilities.redelivery_delay = Support::Emulated;
         }
-        let fixed_levels = native.delay_model != crate::driver::DelayModel::Arbitrary;
-        let delay = (native.delay != Support::Native || fixed_levels)
-            .then(|| DelayEmulator::new(driver.clone()));
-        let publisher = Publisher::new(
+        let outlet = Arc::new(Outlet::new(
             driver.clone(),
             capabilities.clone(),
-            delay,
             #[cfg(feature = "otel")]
             telemetry.clone(),
-        );
+        ));
+        let fixed_levels = native.delay_model != crate::driver::DelayModel::Arbitrary;
+        let delay = (native.delay != Support::Native || fixed_levels)
+            .then(|| DelayEmulator::new(outlet.clone()));
+        let publisher = Publisher::new(outlet, capabilities.clone(), delay);
         Client {
             inner: Arc::new(ClientInner {
                 driver,

@@ -21,12 +21,22 @@ pub(crate) enum Origin {
     Internal,
 }
 
-pub(crate) struct Publisher {
+/// The checks and the telemetry every message passes on its way to the
+/// driver, delay hops of the emulation included: validation, ids, size
+/// limits, capability checks, the publish span.
+pub(crate) struct Outlet {
     driver: Arc<dyn Driver>,
     capabilities: Capabilities,
-    delay: Option<DelayEmulator>,
     #[cfg(feature = "otel")]
     telemetry: Arc<crate::telemetry::Telemetry>,
+}
+
+/// The outlet plus delay routing: what producers, transactions and the
+/// runtime's republishing (retries, dead letters) send through.
+pub(crate) struct Publisher {
+    outlet: Arc<Outlet>,
+    capabilities: Capabilities,
+    delay: Option<DelayEmulator>,
 }
 
 /// A message ready for the driver, and the destination to report in its
@@ -46,34 +56,35 @@ struct BatchState {
     ids: IdSequence,
 }
 
-impl Publisher {
+impl Outlet {
     pub(crate) fn new(
         driver: Arc<dyn Driver>,
         capabilities: Capabilities,
-        delay: Option<DelayEmulator>,
         #[cfg(feature = "otel")] telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
-        Publisher {
+        Outlet {
             driver,
             capabilities,
-            delay,
             #[cfg(feature = "otel")]
             telemetry,
         }
     }
 
-    pub(crate) fn delay_emulator(&self) -> Option<&DelayEmulator> {
-        self.delay.as_ref()
+    pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
     }
 
-    pub(crate) async fn shutdown(&self) {
-        if let Some(delay) = &self.delay {
-            delay.shutdown().await;
+    fn batch_state(batch: &[Message], origin: Origin) -> BatchState {
+        BatchState {
+            origin,
+            now: SystemTime::now(),
+            valid_topic: None,
+            ids: MessageId::sequence(batch.iter().filter(|m| m.id().is_none()).count()),
         }
     }
 
-    fn prepare(&self, mut message: Message, batch: &mut BatchState) -> Result<Prepared> {
-        let now = batch.now;
+    /// Validates one message and gives it an id if it has none.
+    fn check(&self, message: &mut Message, batch: &mut BatchState) -> Result<()> {
         // A batch usually goes to one or a few topics: a name equal to the
         // last one that passed needs no second check.
         if batch.valid_topic.as_deref() != Some(message.topic()) {
@@ -104,6 +115,67 @@ impl Publisher {
                 self.driver.backend(),
             ));
         }
+        Ok(())
+    }
+
+    /// Checks a batch of messages without delays and publishes it: what
+    /// the delay forwarder sends its hops through.
+    pub(crate) async fn publish(&self, mut batch: Vec<Message>) -> Result<Vec<Receipt>> {
+        let mut state = Self::batch_state(&batch, Origin::Internal);
+        for message in &mut batch {
+            self.check(message, &mut state)?;
+        }
+        self.send(None, batch).await
+    }
+
+    /// Hands checked messages to the driver, or to a transaction, traced.
+    async fn send(
+        &self,
+        tx: Option<&mut dyn DriverTransaction>,
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))] mut messages: Vec<Message>,
+    ) -> Result<Vec<Receipt>> {
+        #[cfg(feature = "otel")]
+        let traced = crate::telemetry::PublishScope::start(
+            &self.telemetry,
+            self.driver.backend(),
+            &mut messages,
+        );
+        let result = match tx {
+            Some(tx) => tx.publish(messages).await,
+            None => self.driver.publish(messages).await,
+        };
+        #[cfg(feature = "otel")]
+        traced.finish(&result);
+        result
+    }
+}
+
+impl Publisher {
+    pub(crate) fn new(
+        outlet: Arc<Outlet>,
+        capabilities: Capabilities,
+        delay: Option<DelayEmulator>,
+    ) -> Self {
+        Publisher {
+            outlet,
+            capabilities,
+            delay,
+        }
+    }
+
+    pub(crate) fn delay_emulator(&self) -> Option<&DelayEmulator> {
+        self.delay.as_ref()
+    }
+
+    pub(crate) async fn shutdown(&self) {
+        if let Some(delay) = &self.delay {
+            delay.shutdown().await;
+        }
+    }
+
+    fn prepare(&self, mut message: Message, batch: &mut BatchState) -> Result<Prepared> {
+        let now = batch.now;
+        self.outlet.check(&mut message, batch)?;
         let wait = match (message.delay(), message.deliver_at()) {
             (Some(delay), _) => delay,
             (None, Some(at)) => at.duration_since(now).unwrap_or_default(),
@@ -122,7 +194,7 @@ impl Publisher {
                 format!("{wait:?}"),
                 format!(
                     "the {} backend accepts delays up to {:?}",
-                    self.driver.backend(),
+                    self.outlet.driver.backend(),
                     self.capabilities.max_delay
                 ),
             )
@@ -156,12 +228,7 @@ impl Publisher {
         batch: Vec<Message>,
         origin: Origin,
     ) -> Result<(Vec<Message>, Vec<Option<Arc<str>>>)> {
-        let mut state = BatchState {
-            origin,
-            now: SystemTime::now(),
-            valid_topic: None,
-            ids: MessageId::sequence(batch.iter().filter(|m| m.id().is_none()).count()),
-        };
+        let mut state = Outlet::batch_state(&batch, origin);
         let mut messages = Vec::with_capacity(batch.len());
         let mut destinations = Vec::with_capacity(batch.len());
         for message in batch {
@@ -186,22 +253,9 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
-        let (mut messages, destinations) = self.prepare_batch(batch, origin).await?;
-        #[cfg(feature = "otel")]
-        let traced = crate::telemetry::PublishScope::start(
-            &self.telemetry,
-            self.driver.backend(),
-            &mut messages,
-        );
-        let result = self
-            .driver
-            .publish(messages)
-            .await
-            .map(|receipts| fix_receipts(receipts, destinations));
-        #[cfg(feature = "otel")]
-        traced.finish(&result);
-        result
+        let (messages, destinations) = self.prepare_batch(batch, origin).await?;
+        let receipts = self.outlet.send(None, messages).await?;
+        Ok(fix_receipts(receipts, destinations))
     }
 
     pub(crate) async fn publish_in(
@@ -212,21 +266,9 @@ impl Publisher {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
-        let (mut messages, destinations) = self.prepare_batch(batch, Origin::User).await?;
-        #[cfg(feature = "otel")]
-        let traced = crate::telemetry::PublishScope::start(
-            &self.telemetry,
-            self.driver.backend(),
-            &mut messages,
-        );
-        let result = tx
-            .publish(messages)
-            .await
-            .map(|receipts| fix_receipts(receipts, destinations));
-        #[cfg(feature = "otel")]
-        traced.finish(&result);
-        result
+        let (messages, destinations) = self.prepare_batch(batch, Origin::User).await?;
+        let receipts = self.outlet.send(Some(tx), messages).await?;
+        Ok(fix_receipts(receipts, destinations))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use super::{dead_letter_topic, forwarder_group, level_topic, park_at};
-use crate::client::publish::republishable;
+use crate::client::publish::{republishable, Outlet};
 use crate::driver::{
     Driver, DriverSubscription, NameRules, RawDelivery, Rebalance, StartFrom, SubscribeSpec,
     TopicSpec,
@@ -53,9 +53,10 @@ fn next_hop(names: &NameRules, message: Message, now: SystemTime) -> Option<Mess
 /// Publishes `batch` one message at a time; a message the broker refuses
 /// for good goes to the delay dead-letter topic with the
 /// reason. Fails only on errors worth retrying.
-async fn set_aside_refused(driver: &dyn Driver, batch: Vec<Message>, level_ms: u64) -> Result<()> {
+async fn set_aside_refused(outlet: &Outlet, batch: Vec<Message>, level_ms: u64) -> Result<()> {
+    let driver = outlet.driver();
     for message in batch {
-        let Err(error) = driver.publish(vec![message.clone()]).await else {
+        let Err(error) = outlet.publish(vec![message.clone()]).await else {
             continue;
         };
         if error.is_retryable() {
@@ -81,7 +82,7 @@ async fn set_aside_refused(driver: &dyn Driver, batch: Vec<Message>, level_ms: u
             reserved::DLQ_TIME,
             crate::runtime::rfc3339(SystemTime::now()),
         );
-        driver.publish(vec![dead]).await?;
+        outlet.publish(vec![dead]).await?;
     }
     Ok(())
 }
@@ -111,10 +112,11 @@ async fn pause_or_stop(stop: &mut watch::Receiver<bool>, pause: Duration) -> boo
 }
 
 pub(super) async fn forward_level(
-    driver: Arc<dyn Driver>,
+    outlet: Arc<Outlet>,
     level_ms: u64,
     mut stop: watch::Receiver<bool>,
 ) {
+    let driver = outlet.driver().clone();
     let names = driver.capabilities().names;
     let subscription = loop {
         match subscribe(driver.as_ref(), &names, level_ms).await {
@@ -201,12 +203,12 @@ pub(super) async fn forward_level(
         if outgoing.is_empty() {
             continue;
         }
-        let published = match driver.publish(outgoing.clone()).await {
+        let published = match outlet.publish(outgoing.clone()).await {
             Err(error) if !error.is_retryable() => {
                 // One message the broker refuses for good (its destination
                 // was deleted, say) must not hold up the whole level: send
                 // the refused ones to the delay dead-letter topic instead.
-                set_aside_refused(driver.as_ref(), outgoing, level_ms).await
+                set_aside_refused(&outlet, outgoing, level_ms).await
             }
             other => other.map(|_| ()),
         };

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::client::publish::Outlet;
 use crate::driver::clock::due_millis;
 use crate::driver::{Driver, NameRules};
 use crate::message::{reserved, Message};
@@ -96,7 +97,8 @@ struct Running {
 
 /// Parks delayed messages and runs the forwarder.
 pub(crate) struct DelayEmulator {
-    driver: Arc<dyn Driver>,
+    /// Hops go through the same checks and telemetry as every publish.
+    outlet: Arc<Outlet>,
     names: NameRules,
     running: Mutex<Option<Running>>,
     topics_created: tokio::sync::OnceCell<()>,
@@ -106,10 +108,10 @@ impl DelayEmulator {
     /// The declared precision of emulated delay: the shortest level plus forwarding time.
     pub(crate) const PRECISION: Duration = Duration::from_millis(100);
 
-    pub(crate) fn new(driver: Arc<dyn Driver>) -> Self {
+    pub(crate) fn new(outlet: Arc<Outlet>) -> Self {
         DelayEmulator {
-            names: driver.capabilities().names,
-            driver,
+            names: outlet.driver().capabilities().names,
+            outlet,
             running: Mutex::new(None),
             topics_created: tokio::sync::OnceCell::new(),
         }
@@ -118,7 +120,7 @@ impl DelayEmulator {
     /// Makes sure the level topics exist before the first message is parked.
     pub(crate) async fn create_topics(&self) -> crate::Result<()> {
         self.topics_created
-            .get_or_try_init(|| create_level_topics(self.driver.as_ref()))
+            .get_or_try_init(|| create_level_topics(self.outlet.driver().as_ref()))
             .await
             .map(|_| ())
     }
@@ -138,7 +140,7 @@ impl DelayEmulator {
         let mut tasks = JoinSet::new();
         for level in LEVELS_MS {
             tasks.spawn(forwarder::forward_level(
-                self.driver.clone(),
+                self.outlet.clone(),
                 level,
                 stop_rx.clone(),
             ));

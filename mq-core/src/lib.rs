@@ -53,7 +53,7 @@ pub use client::{Admin, Client, ConsumerBuilder, Producer, Subscription, Transac
 pub use config::Config;
 pub use driver::{Capabilities, StartFrom, Support, TopicSpec};
 pub use error::{Error, Result};
-pub use message::{Delivery, Headers, Message, MessageId, Receipt};
+pub use message::{Delivery, Headers, IntoName, Message, MessageId, Receipt};
 pub use runtime::{
     batch_handler_fn, handler_fn, BatchHandler, BatchOptions, ConsumerHandle, DeadLetter, Handler,
     HandlerError, HandlerResult, Layer, RetryPolicy, TimeoutLayer,

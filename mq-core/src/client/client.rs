@@ -7,6 +7,7 @@ use crate::client::{Admin, ConsumerBuilder, Producer};
 use crate::delay::DelayEmulator;
 use crate::driver::{Capabilities, Driver, Support};
 use crate::error::Result;
+use crate::message::IntoName;
 
 /// A connection to one backend. Cheap to clone; clones share the connection.
 ///
@@ -110,8 +111,12 @@ impl Client {
     }
 
     /// Starts configuring a consumer of `topic` in `group`.
-    pub fn consumer(&self, topic: impl Into<String>, group: impl Into<String>) -> ConsumerBuilder {
-        ConsumerBuilder::new(self.clone(), topic.into(), group.into())
+    pub fn consumer(&self, topic: impl IntoName, group: impl IntoName) -> ConsumerBuilder {
+        ConsumerBuilder::new(
+            self.clone(),
+            topic.into_name().to_string(),
+            group.into_name().to_string(),
+        )
     }
 
     /// Topic management and lag.

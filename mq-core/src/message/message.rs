@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::names::IntoName;
 use super::Headers;
 
 /// A message id: a UUIDv7 assigned at publish unless the producer set one.
@@ -164,9 +165,9 @@ pub struct Message {
 
 impl Message {
     /// A message for `topic` carrying `payload`.
-    pub fn new(topic: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl IntoName, payload: impl Into<Bytes>) -> Self {
         Message {
-            topic: topic.into(),
+            topic: topic.into_name(),
             key: None,
             payload: payload.into(),
             headers: Headers::new(),
@@ -230,7 +231,7 @@ impl Message {
     /// assert_eq!(msg.headers().get("content-type"), Some("application/json"));
     /// ```
     pub fn json<T: serde::Serialize + ?Sized>(
-        topic: impl Into<Arc<str>>,
+        topic: impl IntoName,
         value: &T,
     ) -> crate::Result<Self> {
         let payload = serde_json::to_vec(value).map_err(|e| crate::Error::Codec(e.to_string()))?;
@@ -289,8 +290,8 @@ impl Message {
     }
 
     /// Moves the message to another topic, keeping everything else.
-    pub fn with_topic(mut self, topic: impl Into<Arc<str>>) -> Self {
-        self.topic = topic.into();
+    pub fn with_topic(mut self, topic: impl IntoName) -> Self {
+        self.topic = topic.into_name();
         self
     }
 

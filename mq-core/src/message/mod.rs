@@ -15,7 +15,7 @@ pub(crate) use message::IdSequence;
 pub use message::{Message, MessageId, MessageParts};
 pub(crate) use names::validate_any_topic;
 pub use names::{
-    is_reserved_header, validate_group, validate_header_name, validate_topic, MAX_GROUP_LEN,
+    is_reserved_header, validate_group, IntoName, validate_header_name, validate_topic, MAX_GROUP_LEN,
     MAX_TOPIC_LEN, RESERVED_PREFIX,
 };
 pub use receipt::Receipt;

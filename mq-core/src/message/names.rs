@@ -2,6 +2,8 @@
 //!
 //! Checked once in the client so every backend sees only names it can map.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 
 /// Longest topic name accepted.
@@ -114,6 +116,72 @@ pub fn validate_header_name(name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The forms a topic or group name is accepted in, the same everywhere
+/// ([`Message::new`](crate::Message::new), [`Client::consumer`](crate::Client::consumer),
+/// ...): `&str`, `String`, `&String`, `Arc<str>`, `&Arc<str>`, `Box<str>`
+/// and `Cow<str>`. An `Arc<str>` is taken without copying.
+///
+/// ```
+/// use std::sync::Arc;
+/// use mq_core::Message;
+/// let owned = String::from("orders");
+/// let shared: Arc<str> = Arc::from("orders");
+/// for message in [
+///     Message::new("orders", "x"),
+///     Message::new(&owned, "x"),
+///     Message::new(owned.clone(), "x"),
+///     Message::new(&shared, "x"),
+/// ] {
+///     assert_eq!(message.topic(), "orders");
+/// }
+/// ```
+pub trait IntoName {
+    /// The name as the shared string messages hold.
+    fn into_name(self) -> Arc<str>;
+}
+
+impl IntoName for &str {
+    fn into_name(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoName for String {
+    fn into_name(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoName for &String {
+    fn into_name(self) -> Arc<str> {
+        Arc::from(self.as_str())
+    }
+}
+
+impl IntoName for Arc<str> {
+    fn into_name(self) -> Arc<str> {
+        self
+    }
+}
+
+impl IntoName for &Arc<str> {
+    fn into_name(self) -> Arc<str> {
+        self.clone()
+    }
+}
+
+impl IntoName for Box<str> {
+    fn into_name(self) -> Arc<str> {
+        Arc::from(self)
+    }
+}
+
+impl IntoName for std::borrow::Cow<'_, str> {
+    fn into_name(self) -> Arc<str> {
+        Arc::from(self.as_ref())
+    }
 }
 
 #[cfg(test)]

@@ -82,9 +82,20 @@ pub enum Error {
     #[error("closed: {0}")]
     Closed(&'static str),
 
-    /// A payload or header could not be encoded or decoded.
-    #[error("codec error: {0}")]
-    Codec(String),
+    /// A payload or header could not be encoded or decoded. For JSON, where
+    /// in the payload it went wrong (1-based, as serde reports it).
+    #[error("codec error: {message}")]
+    Codec {
+        /// What was wrong.
+        message: String,
+        /// The line of a decoding error, where the format has lines.
+        line: Option<usize>,
+        /// The column of a decoding error, where the format has lines.
+        column: Option<usize>,
+        /// The codec's own error.
+        #[source]
+        source: Option<BoxError>,
+    },
 
     /// Any other backend failure; the source is kept.
     #[error("{backend} backend error: {message}")]
@@ -111,6 +122,36 @@ impl Error {
             field,
             value,
             reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Codec`] without a position.
+    pub fn codec(message: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Error::Codec {
+            message: message.into(),
+            line: None,
+            column: None,
+            source: Some(source.into()),
+        }
+    }
+
+    /// An [`Error::Codec`] from serde_json, keeping its line and column.
+    ///
+    /// ```
+    /// use mq_core::{Error, Message};
+    /// let bad = Message::new("orders", "{\n  \"id\": oops }");
+    /// match bad.payload_json::<serde_json::Value>() {
+    ///     Err(Error::Codec { line, column, .. }) => assert_eq!((line, column), (Some(2), Some(9))),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn json(error: serde_json::Error) -> Self {
+        let position = (error.line() > 0).then(|| (error.line(), error.column()));
+        Error::Codec {
+            message: error.to_string(),
+            line: position.map(|(line, _)| line),
+            column: position.map(|(_, column)| column),
+            source: Some(Box::new(error)),
         }
     }
 

@@ -53,8 +53,9 @@ pub use client::{Admin, Client, ConsumerBuilder, Producer, Subscription, Transac
 pub use config::Config;
 pub use driver::{Capabilities, StartFrom, Support, TopicSpec};
 pub use error::{Error, Result};
-pub use message::{Delivery, Headers, IntoName, Message, MessageId, Receipt};
+pub use message::{DeadLetterInfo, Delivery, Headers, IntoName, Message, MessageId, Receipt};
 pub use runtime::{
-    batch_handler_fn, handler_fn, BatchHandler, BatchOptions, ConsumerHandle, DeadLetter, Handler,
-    HandlerError, HandlerResult, Layer, RetryPolicy, TimeoutLayer,
+    batch_handler_fn, handler_fn, handler_fn_with_state, json_handler_fn, layer_fn, BatchHandler,
+    BatchOptions, ConsumerHandle, DeadLetter, Handler, HandlerError, HandlerResult, Layer,
+    RetryPolicy, TimeoutLayer,
 };

@@ -270,3 +270,52 @@ async fn a_delay_no_broker_level_fits_goes_through_the_emulation() {
     assert_eq!(got, ["between levels", "on a level"]);
     consumer.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_that_fails_again_stays_in_its_topic() {
+    let client = Client::new(MemoryDriver::new());
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    // Two attempts per round; the redrive handler fails four calls in all,
+    // so the letter outlives its attempts twice before it succeeds.
+    let consumer = client
+        .consumer("orders.dlq", "redrive")
+        .retry(quick(2))
+        .run(handler_fn(move |_d: Delivery| {
+            let (tx, calls) = (tx.clone(), calls.clone());
+            async move {
+                let call = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                tx.send(call)?;
+                if call <= 4 {
+                    return Err(HandlerError::retry("still broken"));
+                }
+                HandlerResult::Ok(())
+            }
+        }))
+        .await
+        .unwrap();
+    client
+        .producer()
+        .send(Message::new("orders.dlq", "letter"))
+        .await
+        .unwrap();
+    let mut attempts = Vec::new();
+    while attempts.last() != Some(&5) {
+        attempts.push(recv(&mut rx).await);
+    }
+    assert_eq!(attempts, [1, 2, 3, 4, 5]);
+    consumer.shutdown().await.unwrap();
+    // Nothing went to a dead-letter topic of the dead-letter topic.
+    let mut nested = client
+        .consumer("orders.dlq.dlq", "check")
+        .start_from(mq_core::StartFrom::Earliest)
+        .subscribe()
+        .await
+        .unwrap();
+    let nothing = tokio::time::timeout(
+        Duration::from_millis(300),
+        futures::StreamExt::next(&mut nested),
+    )
+    .await;
+    assert!(nothing.is_err(), "orders.dlq.dlq got {nothing:?}");
+}

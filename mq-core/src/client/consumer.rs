@@ -56,7 +56,8 @@ pub struct ConsumerBuilder {
     ordered: bool,
     start: StartFrom,
     policy: RetryPolicy,
-    dead_letter: DeadLetter,
+    /// `None`: `<topic>.dlq`, or `Keep` on a dead-letter topic.
+    dead_letter: Option<DeadLetter>,
     shutdown_timeout: Duration,
     layers: Vec<Arc<dyn Layer>>,
 }
@@ -72,7 +73,7 @@ impl ConsumerBuilder {
             ordered: true,
             start: StartFrom::Earliest,
             policy: RetryPolicy::default(),
-            dead_letter: DeadLetter::Suffix,
+            dead_letter: None,
             shutdown_timeout: Duration::from_secs(30),
             layers: Vec::new(),
         }
@@ -118,9 +119,11 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Where messages go after the last attempt or a reject (default `<topic>.dlq`).
+    /// Where messages go after the last attempt or a reject: by default
+    /// `<topic>.dlq`, except on a dead-letter topic itself, where they are
+    /// kept ([`DeadLetter::Keep`]) unless you ask for another.
     pub fn dead_letter(mut self, dead_letter: DeadLetter) -> Self {
-        self.dead_letter = dead_letter;
+        self.dead_letter = Some(dead_letter);
         self
     }
 
@@ -147,7 +150,7 @@ impl ConsumerBuilder {
         if self.prefetch == 0 {
             return Err(Error::invalid("prefetch", "0", "must be at least 1"));
         }
-        if let DeadLetter::Topic(topic) = &self.dead_letter {
+        if let Some(DeadLetter::Topic(topic)) = &self.dead_letter {
             validate_topic(topic)?;
         }
         Ok(())
@@ -184,7 +187,7 @@ impl ConsumerBuilder {
             Arc::from(subscription),
             Arc::from(self.group.as_str()),
             self.policy.clone(),
-            self.dead_letter.clone(),
+            self.dead_letter_policy(),
             self.prefetch,
         );
         if let Some(dlq) = settler.dead_letter_topic(&self.topic) {
@@ -197,6 +200,22 @@ impl ConsumerBuilder {
                 .await?;
         }
         Ok(Arc::new(settler))
+    }
+
+    fn dead_letter_policy(&self) -> DeadLetter {
+        match &self.dead_letter {
+            Some(chosen) => chosen.clone(),
+            None if self
+                .client
+                .inner
+                .capabilities
+                .names
+                .is_dead_letter_topic(&self.topic) =>
+            {
+                DeadLetter::Keep
+            }
+            None => DeadLetter::Suffix,
+        }
     }
 
     fn settings(&self) -> RunSettings {

@@ -10,6 +10,7 @@ use crate::message::{Message, Receipt};
 /// Messages sent through it are invisible to consumers until
 /// [`commit`](Self::commit); after [`abort`](Self::abort), or when the
 /// transaction is dropped without commit, they are never delivered.
+#[must_use = "a transaction that is dropped without commit is aborted"]
 pub struct Transaction {
     client: Client,
     inner: Option<Box<dyn DriverTransaction>>,

@@ -101,6 +101,23 @@ impl NameRules {
         hashed
     }
 
+    /// Whether `topic` is a dead-letter topic as
+    /// [`dead_letter_topic`](Self::dead_letter_topic) builds them.
+    ///
+    /// ```
+    /// use mq_core::driver::NameRules;
+    /// let rules = NameRules::default();
+    /// assert!(rules.is_dead_letter_topic(&rules.dead_letter_topic("orders")));
+    /// assert!(rules.is_dead_letter_topic(&rules.dead_letter_topic(&"o".repeat(249))));
+    /// assert!(!rules.is_dead_letter_topic("orders"));
+    /// ```
+    pub fn is_dead_letter_topic(&self, topic: &str) -> bool {
+        let sep = self.separator();
+        topic.ends_with(&format!("{sep}dlq"))
+            || topic.starts_with(&format!("__mq{sep}dlq{sep}"))
+            || topic.starts_with(&format!("__mq{sep}h{sep}dlq{sep}"))
+    }
+
     /// The dead-letter topic of `topic`: `<topic>.dlq` (`<topic>_dlq` where
     /// dots are refused), hashed like internal names when too long.
     pub fn dead_letter_topic(&self, topic: &str) -> String {

@@ -56,6 +56,26 @@ impl Delivery {
         self.message.payload()
     }
 
+    /// The payload decoded from JSON; an [`Error::Codec`] with serde's line
+    /// and column when it does not decode.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mq_core::Result<()> {
+    /// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+    /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    /// struct Order { id: u64 }
+    /// client.producer().send(mq_core::Message::json("orders", &Order { id: 7 })?).await?;
+    /// let mut orders = client.consumer("orders", "billing").subscribe().await?;
+    /// let delivery = futures::StreamExt::next(&mut orders).await.unwrap()?;
+    /// assert_eq!(delivery.json::<Order>()?, Order { id: 7 });
+    /// delivery.ack().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        self.message.payload_json()
+    }
+
     /// Partition, queue or shard it came from.
     pub fn partition(&self) -> u32 {
         self.partition

@@ -234,7 +234,7 @@ impl Message {
         topic: impl IntoName,
         value: &T,
     ) -> crate::Result<Self> {
-        let payload = serde_json::to_vec(value).map_err(|e| crate::Error::Codec(e.to_string()))?;
+        let payload = serde_json::to_vec(value).map_err(crate::Error::json)?;
         Ok(Message::new(topic, payload).with_header("content-type", "application/json"))
     }
 
@@ -328,12 +328,13 @@ impl Message {
 
     /// The payload decoded from JSON.
     pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
-        serde_json::from_slice(&self.payload).map_err(|e| crate::Error::Codec(e.to_string()))
+        serde_json::from_slice(&self.payload).map_err(crate::Error::json)
     }
 
     /// The payload as UTF-8 text.
     pub fn payload_str(&self) -> crate::Result<&str> {
-        std::str::from_utf8(&self.payload).map_err(|e| crate::Error::Codec(e.to_string()))
+        std::str::from_utf8(&self.payload)
+            .map_err(|e| crate::Error::codec("the payload is not UTF-8", e))
     }
 
     /// The headers.

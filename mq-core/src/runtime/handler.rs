@@ -162,6 +162,51 @@ where
     }
 }
 
+/// A [`Handler`] from an async closure that gets shared state with each
+/// delivery, as axum's `State`: `state` is cloned per message (wrap what
+/// is costly to clone in an `Arc`), so no `let x = x.clone()` dance.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use mq_core::{handler_fn_with_state, Delivery, HandlerResult};
+/// #[derive(Clone)]
+/// struct App { billed: Arc<AtomicU64> }
+/// let app = App { billed: Arc::default() };
+/// let handler = handler_fn_with_state(app, |app: App, d: Delivery| async move {
+///     app.billed.fetch_add(d.payload().len() as u64, Ordering::Relaxed);
+///     HandlerResult::Ok(())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn handler_fn_with_state<S, F, Fut>(state: S, f: F) -> StateHandlerFn<S, F>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    StateHandlerFn { state, f }
+}
+
+/// See [`handler_fn_with_state`].
+#[derive(Clone)]
+pub struct StateHandlerFn<S, F> {
+    state: S,
+    f: F,
+}
+
+#[async_trait]
+impl<S, F, Fut> Handler for StateHandlerFn<S, F>
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    async fn handle(&self, delivery: &Delivery) -> HandlerResult {
+        (self.f)(self.state.clone(), delivery.detached()).await
+    }
+}
+
 /// Handles a batch of messages at once: all succeed or all are retried.
 #[async_trait]
 pub trait BatchHandler: Send + Sync + 'static {

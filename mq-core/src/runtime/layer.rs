@@ -42,6 +42,49 @@ pub trait Layer: Send + Sync + 'static {
     fn layer(&self, inner: Arc<dyn Handler>) -> Arc<dyn Handler>;
 }
 
+/// A [`Layer`] from a closure that wraps the inner handler, as tower's
+/// `layer_fn`: with [`handler_fn`](crate::handler_fn) a middleware is a few
+/// lines.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use mq_core::{handler_fn, layer_fn, Delivery, Handler};
+/// let timing = layer_fn(|inner: Arc<dyn Handler>| {
+///     handler_fn(move |d: Delivery| {
+///         let inner = inner.clone();
+///         async move {
+///             let started = Instant::now();
+///             let result = inner.handle(&d).await;
+///             println!("{} took {:?}", d.topic(), started.elapsed());
+///             result
+///         }
+///     })
+/// });
+/// # let _ = timing;
+/// ```
+pub fn layer_fn<F, H>(wrap: F) -> LayerFn<F>
+where
+    F: Fn(Arc<dyn Handler>) -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    LayerFn(wrap)
+}
+
+/// See [`layer_fn`].
+#[derive(Clone)]
+pub struct LayerFn<F>(F);
+
+impl<F, H> Layer for LayerFn<F>
+where
+    F: Fn(Arc<dyn Handler>) -> H + Send + Sync + 'static,
+    H: Handler,
+{
+    fn layer(&self, inner: Arc<dyn Handler>) -> Arc<dyn Handler> {
+        Arc::new((self.0)(inner))
+    }
+}
+
 /// Fails an attempt that runs longer than a limit (as a retryable
 /// [`Error::Timeout`]), so a stuck handler cannot hold a key forever.
 #[derive(Clone, Copy, Debug)]

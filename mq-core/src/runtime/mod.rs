@@ -12,6 +12,7 @@
 
 mod batch;
 mod handler;
+mod json;
 mod key_queue;
 mod layer;
 mod rebalance;
@@ -24,11 +25,12 @@ mod worker;
 pub(crate) use batch::run_batches;
 pub use batch::BatchOptions;
 pub use handler::{
-    batch_handler_fn, handler_fn, BatchHandler, BatchHandlerFn, Handler, HandlerError, HandlerFn,
-    HandlerResult,
+    batch_handler_fn, handler_fn, handler_fn_with_state, BatchHandler, BatchHandlerFn, Handler,
+    HandlerError, HandlerFn, HandlerResult, StateHandlerFn,
 };
+pub use json::{json_handler_fn, JsonHandlerFn};
 pub(crate) use layer::stack;
-pub use layer::{Layer, TimeoutLayer};
+pub use layer::{layer_fn, Layer, LayerFn, TimeoutLayer};
 pub(crate) use rebalance::serve_rebalance;
 pub(crate) use receive::delivery_from_raw;
 pub(crate) use retry::retry_topic;

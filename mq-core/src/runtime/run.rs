@@ -260,6 +260,7 @@ pub(crate) async fn drain(shared: &Shared, mut workers: JoinSet<()>) -> Result<(
 
 /// A running consumer. Dropping it stops the consumer without waiting;
 /// [`shutdown`](Self::shutdown) stops it gracefully and waits.
+#[must_use = "dropping a ConsumerHandle stops the consumer at once; keep it, then call shutdown"]
 pub struct ConsumerHandle {
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<Result<()>>>,

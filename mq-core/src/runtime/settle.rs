@@ -28,6 +28,12 @@ pub enum DeadLetter {
     Topic(String),
     /// No dead-letter topic: give up by logging an error and acking.
     Disabled,
+    /// Keep the message where it is: after its last attempt (or a reject)
+    /// it is tried again after the policy's longest backoff, for as long
+    /// as it fails; never dropped, never moved. The default when consuming
+    /// a dead-letter topic, so reading `orders.dlq` creates no
+    /// `orders.dlq.dlq`.
+    Keep,
 }
 
 /// Acks are buffered and sent in batches of up to this many.
@@ -245,6 +251,13 @@ impl Settler {
             return self.dead_letter(delivery, error).await;
         }
         let after = self.pause(Some(after), delivery.attempt);
+        self.redeliver(delivery, after).await
+    }
+
+    /// Has the group get `delivery` again after `after`: a nack where the
+    /// broker delays redelivery, else a delayed copy in the group's retry
+    /// topic and an ack.
+    async fn redeliver(&self, delivery: &Delivery, after: Duration) -> Result<()> {
         if self.client.inner.capabilities.redelivery_delay == Support::Native {
             return self.subscription.nack(delivery.token.clone(), after).await;
         }
@@ -282,13 +295,24 @@ impl Settler {
                     .dead_letter_topic(topic),
             ),
             DeadLetter::Topic(t) => Some(t.clone()),
-            DeadLetter::Disabled => None,
+            DeadLetter::Disabled | DeadLetter::Keep => None,
         }
     }
 
     /// Publishes the message to the dead-letter topic with headers saying why, then acks it.
     pub(crate) async fn dead_letter(&self, delivery: &Delivery, reason: String) -> Result<()> {
         let topic = delivery.message.topic();
+        if self.dead_letter == DeadLetter::Keep {
+            tracing::warn!(
+                topic,
+                group = &*self.group,
+                attempts = delivery.attempt,
+                reason,
+                "a message failed its last attempt; keeping it for a later one"
+            );
+            let pause = self.pause(None, u32::MAX);
+            return self.redeliver(delivery, pause).await;
+        }
         let target = match self.dead_letter_topic(topic) {
             Some(target) => target,
             None => {

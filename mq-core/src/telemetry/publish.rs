@@ -36,7 +36,7 @@ pub(crate) fn error_type(error: &Error) -> &'static str {
         Error::Timeout(_) => "timeout",
         Error::Rejected(_) => "rejected",
         Error::Closed(_) => "closed",
-        Error::Codec(_) => "codec",
+        Error::Codec { .. } => "codec",
         Error::Backend { .. } => "backend",
     }
 }

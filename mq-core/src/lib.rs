@@ -55,7 +55,7 @@ pub use driver::{Capabilities, StartFrom, Support, TopicSpec};
 pub use error::{Error, Result};
 pub use message::{DeadLetterInfo, Delivery, Headers, IntoName, Message, MessageId, Receipt};
 pub use runtime::{
-    batch_handler_fn, handler_fn, handler_fn_with_state, json_handler_fn, layer_fn, BatchHandler,
-    BatchOptions, ConsumerHandle, DeadLetter, Handler, HandlerError, HandlerResult, Layer,
-    RetryPolicy, TimeoutLayer,
+    batch_handler_fn, handler_fn, handler_fn_with_state, json_handler_fn, layer_fn, transform_fn,
+    BatchHandler, BatchOptions, ConsumerHandle, DeadLetter, Handler, HandlerError, HandlerResult,
+    Layer, RetryPolicy, TimeoutLayer, Transform,
 };

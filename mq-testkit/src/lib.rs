@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             group_created_before_publishing,
             new_group_from_earliest,
             dropped_delivery_is_released,
+            transform_publishes_outputs_and_acks_inputs,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::message::{validate_group, validate_topic};
 use crate::runtime::{
     retry_topic, run_batches, run_handler, stack, BatchHandler, BatchOptions, ConsumerHandle,
-    DeadLetter, Handler, Layer, RetryPolicy, RunSettings, Settler, Shared,
+    DeadLetter, Handler, Layer, RetryPolicy, RunSettings, Settler, Shared, Transform, Transformer,
 };
 
 /// The group that retains every dead-letter topic, so dead letters are kept
@@ -223,6 +223,8 @@ impl ConsumerBuilder {
             concurrency: self.concurrency,
             prefetch: self.prefetch,
             ordered: self.ordered,
+            by_partition: false,
+            acked_by_handler: false,
             shutdown_timeout: self.shutdown_timeout,
         }
     }
@@ -258,6 +260,60 @@ impl ConsumerBuilder {
         let shared = Shared::new(
             settler,
             self.settings(),
+            stop_rx.clone(),
+            #[cfg(feature = "otel")]
+            Some(self.telemetry(&stop_rx)),
+        );
+        Ok(ConsumerHandle::new(
+            stop,
+            tokio::spawn(run_handler(shared, handler)),
+        ))
+    }
+
+    /// Joins the group and runs a consume-transform-produce loop: each
+    /// message is answered by `transform` with messages to publish, and
+    /// the outputs and the input's ack go together.
+    ///
+    /// Where the backend commits consumed offsets inside a producer
+    /// transaction (`transactional_offsets` is `Native`: Kafka, memory)
+    /// this is exactly-once: outputs and ack commit in one transaction,
+    /// and one partition's messages are handled one at a time, in order.
+    /// Elsewhere it is at-least-once with stable output ids (derived from
+    /// the input's), so a consumer deduplicating by id sees one of each.
+    /// Ordered retries, dead letters and layers apply as in [`run`](Self::run).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mq_core::Result<()> {
+    /// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+    /// use mq_core::{transform_fn, Delivery, HandlerError, Message};
+    /// let pipeline = client
+    ///     .consumer("orders", "enricher")
+    ///     .run_transform(transform_fn(|d: Delivery| async move {
+    ///         let text = d.message().payload_str()?.to_uppercase();
+    ///         Ok::<_, HandlerError>(vec![Message::new("orders.enriched", text)])
+    ///     }))
+    ///     .await?;
+    /// pipeline.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_transform(self, transform: impl Transform) -> Result<ConsumerHandle> {
+        let settler = self.open().await?;
+        let transactional = self.client.inner.capabilities.transactional_offsets == Support::Native;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let transformer = Transformer {
+            transform: Arc::new(transform),
+            settler: settler.clone(),
+            transactional,
+        };
+        let handler = stack(Arc::new(transformer), &self.layers);
+        let mut settings = self.settings();
+        settings.ordered = true;
+        settings.by_partition = transactional;
+        settings.acked_by_handler = transactional;
+        let shared = Shared::new(
+            settler,
+            settings,
             stop_rx.clone(),
             #[cfg(feature = "otel")]
             Some(self.telemetry(&stop_rx)),

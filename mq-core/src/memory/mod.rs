@@ -182,6 +182,7 @@ impl Driver for MemoryDriver {
         caps.delay = delay;
         caps.redelivery_delay = delay;
         caps.transactions = Support::Native;
+        caps.transactional_offsets = Support::Native;
         caps.idempotent_publish = Support::Native;
         // The memory broker keeps every message for the life of the process.
         caps.topic_retention = Support::Unsupported;

@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::broker::{Broker, Topic};
 use super::check_open;
+use super::transaction::MemoryTransaction;
 use crate::driver::local_group::Member;
-use crate::driver::{AckToken, DriverSubscription, RawDelivery, Rebalance, SubscribeSpec};
+use crate::driver::{
+    AckToken, DriverSubscription, DriverTransaction, RawDelivery, Rebalance, SubscribeSpec,
+};
 use crate::error::{Error, Result};
 
 pub(super) struct MemorySubscription {
@@ -129,6 +132,15 @@ impl DriverSubscription for MemorySubscription {
 
     async fn rebalance(&self) -> Option<Rebalance> {
         self.member.next_rebalance().await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
+        self.check_open()?;
+        Ok(Box::new(MemoryTransaction::acking(
+            self.broker.clone(),
+            self.driver_closed.clone(),
+            self.group.clone(),
+        )))
     }
 
     async fn close(&self) -> Result<()> {

@@ -9,14 +9,17 @@ use std::sync::atomic::AtomicBool;
 
 use super::broker::Broker;
 use super::check_open;
-use crate::driver::DriverTransaction;
-use crate::error::Result;
+use crate::driver::{AckToken, DriverTransaction};
+use crate::error::{Error, Result};
 use crate::message::{Message, Receipt};
 
 pub(super) struct MemoryTransaction {
     broker: Arc<Broker>,
     closed: Arc<AtomicBool>,
     staged: Vec<(Message, Option<u32>)>,
+    /// For a transaction begun on a subscription: its group, and the
+    /// records to ack at commit.
+    acks: Option<(Arc<str>, Vec<AckToken>)>,
 }
 
 impl MemoryTransaction {
@@ -25,6 +28,15 @@ impl MemoryTransaction {
             broker,
             closed,
             staged: Vec::new(),
+            acks: None,
+        }
+    }
+
+    /// A transaction whose commit also acks records of `group`.
+    pub(super) fn acking(broker: Arc<Broker>, closed: Arc<AtomicBool>, group: Arc<str>) -> Self {
+        MemoryTransaction {
+            acks: Some((group, Vec::new())),
+            ..MemoryTransaction::new(broker, closed)
         }
     }
 }
@@ -48,9 +60,29 @@ impl DriverTransaction for MemoryTransaction {
         Ok(receipts)
     }
 
+    async fn ack(&mut self, tokens: Vec<AckToken>) -> Result<()> {
+        match &mut self.acks {
+            Some((_, acks)) => {
+                acks.extend(tokens);
+                Ok(())
+            }
+            None => Err(Error::invalid(
+                "transaction",
+                "begun on the client",
+                "only a transaction begun on a subscription can ack its records",
+            )),
+        }
+    }
+
     async fn commit(self: Box<Self>) -> Result<()> {
         check_open(&self.closed)?;
-        self.broker.publish(self.staged, true);
+        // Under the commit gate, consumers see the outputs and the acks
+        // together: no fetch in between hands out an acked record again.
+        let _gate = self.broker.commit_gate.write();
+        self.broker.publish(self.staged, false);
+        if let Some((group, tokens)) = self.acks {
+            self.broker.ack(&group, tokens);
+        }
         Ok(())
     }
 

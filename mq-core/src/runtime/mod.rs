@@ -20,6 +20,7 @@ mod receive;
 mod retry;
 mod run;
 mod settle;
+mod transform;
 mod worker;
 
 pub(crate) use batch::run_batches;
@@ -40,4 +41,6 @@ pub(crate) use run::{RunSettings, Shared};
 pub use settle::DeadLetter;
 pub(crate) use settle::Settler;
 pub(crate) use settle::{from_millis, millis, rfc3339};
+pub(crate) use transform::Transformer;
+pub use transform::{transform_fn, Transform, TransformFn};
 pub(crate) use worker::run_handler;

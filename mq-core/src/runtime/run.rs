@@ -28,6 +28,12 @@ pub(crate) struct RunSettings {
     pub(crate) concurrency: usize,
     pub(crate) prefetch: usize,
     pub(crate) ordered: bool,
+    /// Whether one partition's records are handled one at a time in
+    /// offset order (for transactional transforms), not just one key's.
+    pub(crate) by_partition: bool,
+    /// Whether a handled delivery was acked by its handler (inside a
+    /// transaction), so the runtime sends no ack of its own.
+    pub(crate) acked_by_handler: bool,
     pub(crate) shutdown_timeout: Duration,
 }
 

@@ -52,10 +52,21 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
     }
     let fetched = {
         let (queue, buffered, dropper) = (queue.clone(), queue.clone(), shared.clone());
+        let by_partition = shared.settings.by_partition;
         let fetching = fetch_loop(
             shared.clone(),
             move |batch| {
-                queue.push_all(batch.into_iter().map(|d| (d.message.key_arc().cloned(), d)))
+                queue.push_all(batch.into_iter().map(|d| {
+                    let key = if by_partition {
+                        Some(Arc::from(format!(
+                            "{}\0{}",
+                            d.token.topic, d.token.partition
+                        )))
+                    } else {
+                        d.message.key_arc().cloned()
+                    };
+                    (key, d)
+                }))
             },
             move |revoked| {
                 let gone = buffered.remove_where(|d| revoked.iter().any(|tp| d.token.is_in(tp)));
@@ -145,6 +156,7 @@ async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -
     let settler = &shared.settler;
     let attempt = delivery.attempt;
     let outcome = match caller.call(delivery).await {
+        Ok(()) if shared.settings.acked_by_handler => Ok(()),
         Ok(()) => settler.ack_buffered(delivery).await,
         Err(HandlerError::Reject { reason }) => settler.dead_letter(delivery, reason).await,
         Err(HandlerError::Retry { error, after }) => {

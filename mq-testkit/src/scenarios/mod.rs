@@ -11,6 +11,7 @@ mod ordering;
 mod retry;
 mod stream;
 mod transactions;
+mod transform;
 
 pub use basics::{
     fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip,
@@ -30,6 +31,7 @@ pub use retry::{
 };
 pub use stream::dropped_delivery_is_released;
 pub use transactions::transaction_commit_and_abort;
+pub use transform::transform_publishes_outputs_and_acks_inputs;
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::client::coalesce::Coalescing;
 use crate::client::publish::{Outlet, Publisher};
 use crate::client::{Admin, ConsumerBuilder, Producer};
 use crate::delay::DelayEmulator;
@@ -32,6 +33,7 @@ pub(crate) struct ClientInner {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) capabilities: Capabilities,
     pub(crate) publisher: Publisher,
+    pub(crate) coalescing: Coalescing,
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
 }
@@ -47,6 +49,7 @@ impl Client {
     pub fn from_arc(driver: Arc<dyn Driver>) -> Self {
         Self::build(
             driver,
+            Coalescing::default(),
             #[cfg(feature = "otel")]
             Arc::new(crate::telemetry::Telemetry::global()),
         )
@@ -56,11 +59,45 @@ impl Client {
     /// OpenTelemetry providers. Call it before using the client.
     #[cfg(feature = "otel")]
     pub fn with_telemetry(self, telemetry: crate::telemetry::Telemetry) -> Self {
-        Self::build(self.inner.driver.clone(), Arc::new(telemetry))
+        Self::build(
+            self.inner.driver.clone(),
+            self.inner.coalescing,
+            Arc::new(telemetry),
+        )
+    }
+
+    /// The same client coalescing individual sends as `coalescing` says
+    /// ([`Coalescing::off`] to send each alone). Call it before using the
+    /// client.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mq_core::Result<()> {
+    /// use std::time::Duration;
+    /// use mq_core::{Client, Coalescing, Message};
+    /// let client = Client::new(mq_core::memory::MemoryDriver::new())
+    ///     .with_coalescing(Coalescing::default().with_linger(Duration::from_millis(1)));
+    /// let sends = (0..100).map(|i| {
+    ///     let producer = client.producer();
+    ///     async move { producer.send(Message::new("clicks", i.to_string())).await }
+    /// });
+    /// for receipt in futures::future::join_all(sends).await {
+    ///     receipt?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn with_coalescing(self, coalescing: Coalescing) -> Self {
+        Self::build(
+            self.inner.driver.clone(),
+            coalescing,
+            #[cfg(feature = "otel")]
+            self.inner.telemetry.clone(),
+        )
     }
 
     fn build(
         driver: Arc<dyn Driver>,
+        coalescing: Coalescing,
         #[cfg(feature = "otel")] telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
         let native = driver.capabilities();
@@ -75,6 +112,7 @@ impl Client {
         let outlet = Arc::new(Outlet::new(
             driver.clone(),
             capabilities.clone(),
+            coalescing,
             #[cfg(feature = "otel")]
             telemetry.clone(),
         ));
@@ -87,6 +125,7 @@ impl Client {
                 driver,
                 capabilities,
                 publisher,
+                coalescing,
                 #[cfg(feature = "otel")]
                 telemetry,
             }),
@@ -96,6 +135,11 @@ impl Client {
     /// The backend's name (`memory`, `native`, `kafka`, ...).
     pub fn backend(&self) -> &'static str {
         self.inner.driver.backend()
+    }
+
+    /// How this client coalesces individual sends.
+    pub fn coalescing(&self) -> Coalescing {
+        self.inner.coalescing
     }
 
     /// What this client can do on its backend: native, emulated or unsupported, and limits.

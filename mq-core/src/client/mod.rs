@@ -4,6 +4,7 @@
 mod admin;
 #[allow(clippy::module_inception)]
 mod client;
+mod coalesce;
 mod consumer;
 mod producer;
 pub(crate) mod publish;
@@ -12,6 +13,7 @@ mod transaction;
 
 pub use admin::Admin;
 pub use client::Client;
+pub use coalesce::Coalescing;
 pub use consumer::{dead_letter_group, ConsumerBuilder, DEAD_LETTER_GROUP};
 pub use producer::Producer;
 pub use subscription::Subscription;

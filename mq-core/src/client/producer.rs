@@ -29,15 +29,13 @@ impl Producer {
     /// assert_eq!(first.id, again.id);
     /// # Ok(()) }
     /// ```
+    ///
+    /// Sends from many tasks (or many sends started before they are
+    /// awaited) are coalesced into driver batches; see
+    /// [`Coalescing`](crate::Coalescing). Each still resolves only when its
+    /// message is durable.
     pub async fn send(&self, message: Message) -> Result<Receipt> {
-        let mut receipts = self
-            .client
-            .publisher()
-            .publish(vec![message], Origin::User)
-            .await?;
-        receipts
-            .pop()
-            .ok_or_else(|| Error::Rejected("the backend returned no receipt".into()))
+        self.client.publisher().publish_one(message).await
     }
 
     /// Sends many messages in one round trip where the backend allows; one

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::client::coalesce::{Coalescer, Coalescing};
 use crate::delay::DelayEmulator;
 use crate::driver::{Capabilities, Driver, DriverTransaction, Support};
 use crate::error::{Error, Result};
@@ -27,6 +28,8 @@ pub(crate) enum Origin {
 pub(crate) struct Outlet {
     driver: Arc<dyn Driver>,
     capabilities: Capabilities,
+    /// Where single sends go, when coalescing is on.
+    coalescer: Option<Coalescer>,
     #[cfg(feature = "otel")]
     telemetry: Arc<crate::telemetry::Telemetry>,
 }
@@ -60,9 +63,11 @@ impl Outlet {
     pub(crate) fn new(
         driver: Arc<dyn Driver>,
         capabilities: Capabilities,
+        coalescing: Coalescing,
         #[cfg(feature = "otel")] telemetry: Arc<crate::telemetry::Telemetry>,
     ) -> Self {
         Outlet {
+            coalescer: Coalescer::new(driver.clone(), coalescing),
             driver,
             capabilities,
             #[cfg(feature = "otel")]
@@ -126,6 +131,30 @@ impl Outlet {
             self.check(message, &mut state)?;
         }
         self.send(None, batch).await
+    }
+
+    /// Hands one checked message to the driver, traced: with the next
+    /// batch of its coalescing lane, or alone when coalescing is off.
+    async fn send_one(
+        &self,
+        #[cfg_attr(not(feature = "otel"), allow(unused_mut))] mut message: Message,
+    ) -> Result<Receipt> {
+        let Some(coalescer) = &self.coalescer else {
+            let mut receipts = self.send(None, vec![message]).await?;
+            return receipts
+                .pop()
+                .ok_or_else(|| Error::Rejected("the backend returned no receipt".into()));
+        };
+        #[cfg(feature = "otel")]
+        let traced = crate::telemetry::PublishScope::start(
+            &self.telemetry,
+            self.driver.backend(),
+            std::slice::from_mut(&mut message),
+        );
+        let result = coalescer.send(message).await;
+        #[cfg(feature = "otel")]
+        traced.finish_one(&result);
+        result
     }
 
     /// Hands checked messages to the driver, or to a transaction, traced.
@@ -258,6 +287,20 @@ impl Publisher {
         Ok(fix_receipts(receipts, destinations))
     }
 
+    /// Publishes one message of a user's `send`: coalesced with other
+    /// sends where coalescing is on.
+    pub(crate) async fn publish_one(&self, message: Message) -> Result<Receipt> {
+        let (mut messages, destinations) = self.prepare_batch(vec![message], Origin::User).await?;
+        let message = messages
+            .pop()
+            .ok_or_else(|| Error::Rejected("nothing to send".into()))?;
+        let mut receipt = self.outlet.send_one(message).await?;
+        if let Some(Some(topic)) = destinations.into_iter().next() {
+            reported_at_destination(&mut receipt, topic);
+        }
+        Ok(receipt)
+    }
+
     pub(crate) async fn publish_in(
         &self,
         tx: &mut dyn DriverTransaction,
@@ -275,11 +318,17 @@ impl Publisher {
 fn fix_receipts(mut receipts: Vec<Receipt>, destinations: Vec<Option<Arc<str>>>) -> Vec<Receipt> {
     for (receipt, destination) in receipts.iter_mut().zip(destinations) {
         if let Some(topic) = destination {
-            receipt.topic = topic;
-            receipt.offset = None;
+            reported_at_destination(receipt, topic);
         }
     }
     receipts
+}
+
+/// A parked message's receipt names its destination, and no offset (it has
+/// none there yet).
+fn reported_at_destination(receipt: &mut Receipt, topic: Arc<str>) {
+    receipt.topic = topic;
+    receipt.offset = None;
 }
 
 /// Prepares a received message for republishing by the runtime: the

@@ -97,26 +97,38 @@ impl<'t> PublishScope<'t> {
     }
 
     /// Ends the span with the outcome and records the metrics.
-    pub(crate) fn finish(mut self, result: &Result<Vec<Receipt>>) {
-        if let Err(error) = result {
+    pub(crate) fn finish(self, result: &Result<Vec<Receipt>>) {
+        match result {
+            Ok(receipts) => self.end(receipts.first().ok_or(None)),
+            Err(error) => self.end(Err(Some(error))),
+        }
+    }
+
+    /// [`finish`](Self::finish) for a single send.
+    pub(crate) fn finish_one(self, result: &Result<Receipt>) {
+        self.end(result.as_ref().map_err(Some))
+    }
+
+    /// Ends with the first receipt, or the error (`None`: no receipt and
+    /// no error, an empty batch).
+    fn end(mut self, outcome: std::result::Result<&Receipt, Option<&Error>>) {
+        if let Err(Some(error)) = outcome {
             self.metric_attributes
                 .push(KeyValue::new("error.type", error_type(error)));
         }
         if let Some(span) = self.span.as_mut() {
-            match result {
-                Ok(receipts) => match receipts.first() {
-                    Some(receipt) if self.single && span.is_recording() => {
-                        span.set_attribute(KeyValue::new(
-                            semconv::MESSAGING_DESTINATION_PARTITION_ID,
-                            receipt.partition.to_string(),
-                        ));
-                    }
-                    _ => {}
-                },
-                Err(error) => {
+            match outcome {
+                Ok(receipt) if self.single && span.is_recording() => {
+                    span.set_attribute(KeyValue::new(
+                        semconv::MESSAGING_DESTINATION_PARTITION_ID,
+                        receipt.partition.to_string(),
+                    ));
+                }
+                Err(Some(error)) => {
                     span.set_status(Status::error(error.to_string()));
                     span.set_attribute(KeyValue::new("error.type", error_type(error)));
                 }
+                _ => {}
             }
             span.end();
         }

@@ -22,12 +22,16 @@
 //! `MQ_REQUIRE_BROKERS=1`, where it fails.
 
 mod context;
+mod fault_proxy;
 mod harness;
+mod network;
 pub mod scenarios;
 mod support;
 
 pub use context::{Context, Skip};
+pub use fault_proxy::FaultProxy;
 pub use harness::{connect_or_skip, require_brokers, run_scenario, Outcome};
+pub use network::{check_network_faults, NetworkReport};
 pub use support::{wait_quiescent, wait_until, Recorder, Seen, QUIET};
 
 /// Generates one `#[tokio::test]` per conformance scenario.
@@ -64,6 +68,8 @@ macro_rules! conformance_suite {
             new_group_from_earliest,
             dropped_delivery_is_released,
             transform_publishes_outputs_and_acks_inputs,
+            prefetch_bound_at_the_broker,
+            lag_never_below_backlog,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

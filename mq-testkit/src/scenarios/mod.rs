@@ -3,6 +3,7 @@
 //! returns [`Skip`](crate::Skip) naming the capability it lacks.
 
 mod basics;
+mod bounds;
 mod delay;
 mod flow;
 mod idempotency;
@@ -16,6 +17,7 @@ mod transform;
 pub use basics::{
     fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip,
 };
+pub use bounds::{lag_never_below_backlog, prefetch_bound_at_the_broker};
 pub use delay::delay_is_never_early;
 pub use flow::{batch_handler, graceful_shutdown, prefetch_bound};
 pub use idempotency::{dedup_gives_one_effect, idempotent_publish};

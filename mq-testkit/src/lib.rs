@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             new_group_from_earliest,
             dropped_delivery_is_released,
             transform_publishes_outputs_and_acks_inputs,
+            admin_lists_browses_and_resets,
             prefetch_bound_at_the_broker,
             lag_never_below_backlog,
         );

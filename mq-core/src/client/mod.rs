@@ -11,7 +11,7 @@ pub(crate) mod publish;
 mod subscription;
 mod transaction;
 
-pub use admin::Admin;
+pub use admin::{Admin, MAX_BROWSE};
 pub use client::Client;
 pub use coalesce::Coalescing;
 pub use consumer::{dead_letter_group, ConsumerBuilder, DEAD_LETTER_GROUP};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::NameRules;
+use super::{AdminSupport, NameRules};
 
 /// How a backend provides a feature.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +101,8 @@ pub struct Capabilities {
     /// Which topic and group names the broker accepts; every internal name
     /// the core builds obeys them.
     pub names: NameRules,
+    /// Which admin operations (list, browse, reset) the backend has.
+    pub admin: AdminSupport,
     /// Largest message accepted, payload plus key and headers, in bytes.
     pub max_message_bytes: usize,
     /// How late a due delayed message may be delivered, at most, in normal operation.
@@ -125,6 +127,7 @@ impl Capabilities {
             topic_retention: Support::Unsupported,
             retains_before_group: true,
             names: NameRules::default(),
+            admin: AdminSupport::NONE,
             max_message_bytes: 1024 * 1024,
             delay_precision: Duration::from_millis(100),
             max_delay: Duration::from_secs(365 * 24 * 3600),

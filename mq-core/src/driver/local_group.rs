@@ -25,6 +25,14 @@ pub struct GroupMembers {
     groups: Mutex<HashMap<Arc<str>, Vec<Arc<Member>>>>,
 }
 
+impl GroupMembers {
+    /// Whether `group` has a member now (admin operations that move a
+    /// group's position refuse an active group).
+    pub fn has_members(&self, group: &str) -> bool {
+        self.groups.lock().get(group).is_some_and(|m| !m.is_empty())
+    }
+}
+
 /// A topic whose groups' members all live in this process.
 pub trait LocalTopic: Send + Sync + Sized + 'static {
     /// The topic's name, as assignments name it.

@@ -7,6 +7,7 @@
 //! A guide to writing a driver, with a skeleton that passes the
 //! conformance suite, is in [`guide`].
 
+mod admin;
 pub mod assignment;
 mod backoff;
 mod capabilities;
@@ -20,6 +21,7 @@ mod partitioner;
 mod rebalance;
 mod spi;
 
+pub use admin::{AdminSupport, BrowseFrom, BrowseSpec, BrowsedMessage, ResetTo, TopicInfo};
 pub use backoff::Backoff;
 pub use capabilities::{Capabilities, DelayModel, Support};
 pub use names::NameRules;

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use super::{BrowseSpec, BrowsedMessage, ResetTo, TopicInfo};
 use super::{Capabilities, Rebalance};
 use crate::error::Result;
 use crate::message::{Message, Receipt};
@@ -286,6 +287,35 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Backlog per partition of `topic` for `group`.
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>>;
+
+    /// Every topic, internal ones included, with its partition count.
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        Err(crate::Error::unsupported("listing topics", self.backend()))
+    }
+
+    /// The consumer groups of `topic`.
+    async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        let _ = topic;
+        Err(crate::Error::unsupported("listing groups", self.backend()))
+    }
+
+    /// Up to `spec.max` messages of one partition of `topic`, read without
+    /// consuming them (no group's position moves), oldest first.
+    async fn browse(&self, topic: &str, spec: &BrowseSpec) -> Result<Vec<BrowsedMessage>> {
+        let _ = (topic, spec);
+        Err(crate::Error::unsupported("browsing", self.backend()))
+    }
+
+    /// Moves `group`'s position on every partition of `topic`; unacked
+    /// messages before the new position count as done. Refused while the
+    /// group has members, as Kafka refuses it for an active group.
+    async fn reset_group(&self, topic: &str, group: &str, to: ResetTo) -> Result<()> {
+        let _ = (topic, group, to);
+        Err(crate::Error::unsupported(
+            "resetting a group",
+            self.backend(),
+        ))
+    }
 
     /// Flushes and closes connections.
     async fn close(&self) -> Result<()>;

@@ -20,7 +20,7 @@ pub(super) struct Topic {
     pub(super) name: Arc<str>,
     pub(super) partitions: Vec<Mutex<PartitionLog>>,
     /// Members per group, sharing the partitions.
-    members: GroupMembers,
+    pub(super) members: GroupMembers,
     /// Woken when records arrive or come back.
     pub(super) changed: Notify,
     round_robin: AtomicU32,
@@ -87,7 +87,7 @@ struct Scheduled {
 
 pub(super) struct Broker {
     pub(super) options: MemoryOptions,
-    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    pub(super) topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
     /// Fetches read under the shared side; a transaction commits under the
     /// exclusive side, so no fetch sees part of a commit.
     pub(super) commit_gate: RwLock<()>,

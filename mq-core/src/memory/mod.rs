@@ -12,6 +12,7 @@
 //! redelivery delay so the core's emulation runs), `max_message_bytes`
 //! (default 8 MiB), `dedup_window` (default 24h).
 
+mod admin;
 mod broker;
 mod log;
 mod subscription;
@@ -27,8 +28,9 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::driver::{
-    options, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
-    SubscribeSpec, Support, TopicSpec,
+    options, AdminSupport, BrowseSpec, BrowsedMessage, Capabilities, Driver, DriverSubscription,
+    DriverTransaction, PartitionLag, ResetTo, StartFrom, SubscribeSpec, Support, TopicInfo,
+    TopicSpec,
 };
 use crate::error::{Error, Result};
 use crate::message::{Message, Receipt};
@@ -187,6 +189,7 @@ impl Driver for MemoryDriver {
         // The memory broker keeps every message for the life of the process.
         caps.topic_retention = Support::Unsupported;
         caps.retains_before_group = true;
+        caps.admin = AdminSupport::ALL;
         caps.max_message_bytes = options.max_message_bytes;
         caps.delay_precision = Duration::from_millis(10);
         caps
@@ -237,6 +240,26 @@ impl Driver for MemoryDriver {
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         check_open(&self.closed)?;
         Ok(self.broker.lag(topic, group))
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        check_open(&self.closed)?;
+        Ok(self.broker.list_topics())
+    }
+
+    async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        check_open(&self.closed)?;
+        Ok(self.broker.list_groups(topic))
+    }
+
+    async fn browse(&self, topic: &str, spec: &BrowseSpec) -> Result<Vec<BrowsedMessage>> {
+        check_open(&self.closed)?;
+        self.broker.browse(topic, spec)
+    }
+
+    async fn reset_group(&self, topic: &str, group: &str, to: ResetTo) -> Result<()> {
+        check_open(&self.closed)?;
+        self.broker.reset_group(topic, group, to)
     }
 
     async fn close(&self) -> Result<()> {

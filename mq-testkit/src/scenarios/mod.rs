@@ -2,6 +2,7 @@
 //! [`Context`](crate::Context), panics when a guarantee does not hold, and
 //! returns [`Skip`](crate::Skip) naming the capability it lacks.
 
+mod admin;
 mod basics;
 mod bounds;
 mod delay;
@@ -14,6 +15,7 @@ mod stream;
 mod transactions;
 mod transform;
 
+pub use admin::admin_lists_browses_and_resets;
 pub use basics::{
     fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip,
 };

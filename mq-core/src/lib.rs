@@ -49,7 +49,10 @@ pub mod telemetry;
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
-pub use client::{Admin, Client, Coalescing, ConsumerBuilder, Producer, Subscription, Transaction};
+pub use client::{
+    Admin, Client, Coalescing, ConsumerBuilder, DeadLetterView, Producer, RedriveOptions,
+    RedriveReport, Subscription, Transaction,
+};
 pub use config::Config;
 pub use driver::{Capabilities, StartFrom, Support, TopicSpec};
 pub use error::{Error, Result};

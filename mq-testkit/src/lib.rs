@@ -69,6 +69,7 @@ macro_rules! conformance_suite {
             dropped_delivery_is_released,
             transform_publishes_outputs_and_acks_inputs,
             admin_lists_browses_and_resets,
+            dead_letters_are_inspected_redriven_and_purged,
             prefetch_bound_at_the_broker,
             lag_never_below_backlog,
         );

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::client::{Client, Subscription};
 use crate::driver::{NameRules, StartFrom, SubscribeSpec, Support, TopicSpec};
 use crate::error::{Error, Result};
-use crate::message::{validate_group, validate_topic};
+use crate::message::{validate_any_group, validate_any_topic, validate_group, validate_topic};
 use crate::runtime::{
     retry_topic, run_batches, run_handler, stack, BatchHandler, BatchOptions, ConsumerHandle,
     DeadLetter, Handler, Layer, RetryPolicy, RunSettings, Settler, Shared, Transform, Transformer,
@@ -60,6 +60,7 @@ pub struct ConsumerBuilder {
     dead_letter: Option<DeadLetter>,
     shutdown_timeout: Duration,
     layers: Vec<Arc<dyn Layer>>,
+    internal: bool,
 }
 
 impl ConsumerBuilder {
@@ -76,6 +77,7 @@ impl ConsumerBuilder {
             dead_letter: None,
             shutdown_timeout: Duration::from_secs(30),
             layers: Vec::new(),
+            internal: false,
         }
     }
 
@@ -141,9 +143,21 @@ impl ConsumerBuilder {
         self
     }
 
+    /// A consumer of mq's own: its topic and group may carry the reserved
+    /// prefix (the dead-letter group reading a dead-letter topic).
+    pub(crate) fn internal(mut self) -> Self {
+        self.internal = true;
+        self
+    }
+
     fn validate(&self) -> Result<()> {
-        validate_topic(&self.topic)?;
-        validate_group(&self.group)?;
+        if self.internal {
+            validate_any_topic(&self.topic)?;
+            validate_any_group(&self.group)?;
+        } else {
+            validate_topic(&self.topic)?;
+            validate_group(&self.group)?;
+        }
         if self.concurrency == 0 {
             return Err(Error::invalid("concurrency", "0", "must be at least 1"));
         }

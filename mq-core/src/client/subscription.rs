@@ -72,6 +72,9 @@ impl Subscription {
     pub async fn close(mut self) -> Result<()> {
         self.done = true;
         self.fetching = None;
+        self.settler
+            .closed
+            .store(true, std::sync::atomic::Ordering::Release);
         self.settler.subscription.close().await
     }
 }

@@ -149,6 +149,10 @@ impl Drop for Delivery {
         let Some(settler) = self.settler.take() else {
             return;
         };
+        if settler.closed.load(std::sync::atomic::Ordering::Acquire) {
+            // Closing gave it back already.
+            return;
+        }
         let token = self.token.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {

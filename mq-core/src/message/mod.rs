@@ -15,9 +15,9 @@ pub use delivery::Delivery;
 pub use headers::Headers;
 pub(crate) use message::IdSequence;
 pub use message::{Message, MessageId, MessageParts};
-pub(crate) use names::validate_any_topic;
 pub use names::{
     is_reserved_header, validate_group, validate_header_name, validate_topic, IntoName,
     MAX_GROUP_LEN, MAX_TOPIC_LEN, RESERVED_PREFIX,
 };
+pub(crate) use names::{validate_any_group, validate_any_topic};
 pub use receipt::Receipt;

@@ -67,6 +67,11 @@ pub(crate) fn validate_any_topic(topic: &str) -> Result<()> {
     check_name("topic", topic, MAX_TOPIC_LEN + MAX_GROUP_LEN + 32)
 }
 
+/// Checks a group name the runtime uses for itself (`__mq.dlq`, ...).
+pub(crate) fn validate_any_group(group: &str) -> Result<()> {
+    check_name("group", group, MAX_GROUP_LEN)
+}
+
 /// Checks a consumer group name: `[A-Za-z0-9._-]{1,100}`, not starting with `__mq`.
 pub fn validate_group(group: &str) -> Result<()> {
     check_name("group", group, MAX_GROUP_LEN)?;

@@ -36,3 +36,6 @@ pub const DLQ_TIME: &str = "mq-dlq-time";
 pub const DLQ_PARTITION: &str = "mq-dlq-partition";
 /// Dead letter: offset of the original delivery, where the backend has one.
 pub const DLQ_OFFSET: &str = "mq-dlq-offset";
+/// How many times a dead letter was redriven to its topic
+/// ([`Admin::redrive`](crate::Admin::redrive)).
+pub const REPLAYS: &str = "mq-replays";

@@ -75,6 +75,10 @@ pub(crate) struct Settler {
     /// Buffered acks are sent once this many wait: a quarter of the
     /// prefetch, so the broker always sees room to deliver more.
     ack_batch: usize,
+    /// Stream mode: the subscription was closed, which gave back every
+    /// unsettled delivery; one dropped later must not be released again
+    /// (its record may already be with another member).
+    pub(crate) closed: std::sync::atomic::AtomicBool,
 }
 
 impl Settler {
@@ -98,6 +102,7 @@ impl Settler {
             prefetch,
             room: Notify::new(),
             ack_batch: (prefetch / 4).clamp(1, MAX_ACK_BATCH),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -5,6 +5,7 @@
 mod admin;
 mod basics;
 mod bounds;
+mod dead_letters;
 mod delay;
 mod flow;
 mod idempotency;
@@ -20,6 +21,7 @@ pub use basics::{
     fan_out_to_groups, group_load_sharing, invalid_input_errors, lag_drops_to_zero, round_trip,
 };
 pub use bounds::{lag_never_below_backlog, prefetch_bound_at_the_broker};
+pub use dead_letters::dead_letters_are_inspected_redriven_and_purged;
 pub use delay::delay_is_never_early;
 pub use flow::{batch_handler, graceful_shutdown, prefetch_bound};
 pub use idempotency::{dedup_gives_one_effect, idempotent_publish};

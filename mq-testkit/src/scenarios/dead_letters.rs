@@ -21,7 +21,9 @@ pub async fn dead_letters_are_inspected_redriven_and_purged(ctx: &Context) -> Re
     let dlq = ctx.capabilities().names.dead_letter_topic(&topic);
     ctx.join(&topic, &group).await;
     let admin = ctx.client.admin();
-    let handled: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    // (payload, replay count header) of each message handled.
+    type Handled = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let handled: Handled = Arc::default();
     // Rejects everything at first; once `healed`, only "c".
     let healed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let consumer = {

@@ -1,10 +1,14 @@
 //! `mq`: the command-line tool of mq.
 //!
 //! ```text
+//! mq --url native://./data topics
+//! mq --url redis://127.0.0.1:6379/0 lag orders
+//! mq --url redis://127.0.0.1:6379/0 dlq redrive orders --dry-run
 //! mq bench --url native://./bench-data --url redis://127.0.0.1:6379 --messages 1000000
 //! ```
 
 mod bench;
+mod ops;
 
 use clap::{Parser, Subcommand};
 
@@ -12,9 +16,11 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "mq",
     version,
-    about = "Benchmark and inspect mq backends by URL"
+    about = "Operate and benchmark mq backends by URL"
 )]
 struct Cli {
+    #[command(flatten)]
+    target: ops::Target,
     #[command(subcommand)]
     command: Command,
 }
@@ -23,6 +29,8 @@ struct Cli {
 enum Command {
     /// Runs the same workload through the SDK on each URL and prints one table.
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Ops(ops::OpsCommand),
 }
 
 #[tokio::main]
@@ -30,6 +38,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args).await,
+        Command::Ops(command) => ops::run(&cli.target, command).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

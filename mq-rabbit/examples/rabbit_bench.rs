@@ -6,9 +6,10 @@
 //!
 //! Publishes `MQ_BENCH_MESSAGES` (default 50,000) messages of 100 bytes,
 //! keyed, in pipelined batches of `MQ_BENCH_BATCH` (default 1,000) with
-//! publisher confirms: once with raw lapin (persistent, mandatory, to the
-//! same exchange and routing keys the driver uses), once with the SDK's
-//! `send_batch`, alternating for `MQ_BENCH_ROUNDS` rounds (default 2). Then
+//! publisher confirms: once with raw lapin (persistent and not mandatory,
+//! as the driver publishes, to the same exchange and routing keys the
+//! driver uses), once with the SDK's `send_batch`, alternating for
+//! `MQ_BENCH_ROUNDS` rounds (default 2). Then
 //! an SDK consumer group drains everything (handler + ack) and the
 //! consume rate is measured. Uses `MQ_TEST_AMQP_URL` or the local broker;
 //! deletes what it declared.
@@ -65,10 +66,7 @@ async fn raw_publish(
                     .basic_publish(
                         exchange.clone(),
                         keys[i % keys.len()].clone(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            immediate: false,
-                        },
+                        BasicPublishOptions::default(),
                         &payload,
                         BasicProperties::default().with_delivery_mode(2),
                     )

@@ -145,8 +145,10 @@ impl Driver for RabbitDriver {
     }
 
     async fn ensure_group(&self, topic: &str, group: &str, _start: StartFrom) -> Result<()> {
-        // Either start is "from now": a queue holds only what is published
-        // after it exists, and an existing group stays where it is.
+        // Either start is "from now" (`retains_before_group` is false): a
+        // queue holds only what is published after it exists, so the
+        // oldest message retained for a new group is the first published
+        // after this. An existing group stays where it is.
         self.check_open()?;
         self.inner.topology.ensure_group(topic, group).await
     }

@@ -12,7 +12,7 @@
 //! | object | name | what |
 //! |---|---|---|
 //! | exchange | `mq/<topic>` | durable `topic` exchange, one per topic |
-//! | shard queue | `mq/<topic>/<group>/<shard>` | durable quorum queue, `x-single-active-consumer`, `x-delivery-limit`, dead-letter exchange `mq/<topic>.dlq`; `S` per group, bound to the exchange |
+//! | shard queue | `mq/<topic>/<group>/<shard>` | durable quorum queue, `x-single-active-consumer`, `x-delivery-limit` (not on the core's delay levels, see Delay below), dead-letter exchange `mq/<topic>.dlq`; `S` per group, bound to the exchange |
 //! | shard record | `mq.shards/<topic>` | durable classic queue holding `S` empty messages: the topic's shard count |
 //! | members | `mq.members/<topic>/<group>` | auto-delete fanout exchange where members of a group announce themselves |
 //!
@@ -28,9 +28,13 @@
 //!   needs with `ensure_group`), and stays when members leave. RabbitMQ
 //!   keeps no messages for groups that do not exist yet
 //!   ([`Capabilities::retains_before_group`](mq_core::Capabilities) is
-//!   false), so [`StartFrom::Earliest`](mq_core::StartFrom) and `Latest`
-//!   mean the same here: from when the group was created. An existing
-//!   group stays where it is.
+//!   false), so [`StartFrom::Earliest`](mq_core::StartFrom), "from the
+//!   oldest message retained for the group", is from when the group was
+//!   created, the same as `Latest`: the oldest message a new group can
+//!   have is the first published after its queues exist. Both are
+//!   accepted rather than `Earliest` refused, since it is every group's
+//!   default start and a group created ahead with `ensure_group` gets
+//!   everything published after that. An existing group stays where it is.
 //! - **Per-key order**: the producer routes by the shared stable key hash
 //!   (`mq_core::driver::partition_for_key`, Kafka's murmur2): the routing
 //!   key is the hash's low 8 bits as words, lowest first
@@ -70,13 +74,26 @@
 
 //! ## Semantics
 //!
-//! - **Publishing** waits for publisher confirms, with `mandatory` set: a
-//!   message no group queue takes is an [`Error::Rejected`](mq_core::Error)
-//!   naming the topic. A batch is pipelined: all sent, then all confirms
-//!   awaited. A topic's exchange is declared on first publish.
-//! - **Consuming**: `basic.qos` prefetch is the runtime's in-flight bound
-//!   (per shard queue; the core never takes more than the bound from the
-//!   driver), acks follow the handler, failures go through the core's retry
+//! - **Publishing** waits for publisher confirms. A batch is pipelined:
+//!   all sent, then all confirms awaited. A topic's exchange is declared on
+//!   first publish. A message to a topic without groups is accepted and
+//!   dropped, as RabbitMQ does with a message no queue is bound for and as
+//!   `retains_before_group` says: publishing does not depend on whether a
+//!   consumer was set up first (services are deployed in any order), and a
+//!   group that must see every message is created ahead with
+//!   `ensure_group`. (Messages are not `mandatory`: a "no route" error
+//!   would refuse exactly what an application publishing to a topic of
+//!   its own has every right to send.)
+//! - **Consuming**: the runtime's in-flight bound (`prefetch`) holds at
+//!   the broker: it is split over the member's queues (RabbitMQ's
+//!   prefetch is per consumer; quorum queues have no channel-wide one),
+//!   the retry queue taking half an even share, so what the broker hands a
+//!   member unacked never adds up to more and a member that crashes has
+//!   at most that many redelivered. Every queue needs at least 1: with a
+//!   bound below twice the number of queues the retry queue takes 1 on
+//!   top of it, and a bound below the number of shards is exceeded by the
+//!   difference. A member consuming only some shards (others share the
+//!   group) uses only their part. Acks follow the handler, failures go through the core's retry
 //!   path (a retry topic per group), dead letters to `<topic>.dlq`. The
 //!   quorum `x-delivery-limit` (option `delivery_limit`, default 20) is a
 //!   safety net: a message redelivered that often (e.g. because consumers
@@ -85,13 +102,24 @@
 //! - **Delay and retry-after**: the core's durable emulation (internal
 //!   delay topics `__mq.delay.<ms>`, which are ordinary topics here); the
 //!   driver declares both `Unsupported`, so delays have the emulation's
-//!   precision (100 ms). No message waits in process memory.
+//!   precision (100 ms). No message waits in process memory. The
+//!   forwarder holds a level's head unacked until it is due, up to 24 h,
+//!   and the broker's `consumer_timeout` (30 min by default) closes its
+//!   channel and requeues the head meanwhile (the subscription consumes
+//!   again, the head first). The delay levels' queues therefore have no
+//!   delivery limit, which would dead-letter long delays; a delay level
+//!   queue declared by an earlier version keeps its limit (delete it when
+//!   empty to lift it). Raising `consumer_timeout` above 24 h on the
+//!   broker avoids the requeues.
 //! - **Transactions**: `tx.select` / `tx.commit` / `tx.rollback` on a
 //!   channel per transaction; nothing is visible before commit.
 //! - **Lag** per shard queue: messages ready in the queue (passive
-//!   declare) plus those delivered to this client and not yet settled.
-//!   Messages held unacked by other processes are not visible over AMQP
-//!   without the management plugin, so they are not counted.
+//!   declare) plus those delivered to this client and not yet settled,
+//!   counted from the moment they reach the connection and, when a member
+//!   gives a shard back, until the broker shows them ready again, so lag
+//!   never reads below the backlog this client can see. Messages held
+//!   unacked by other processes are not visible over AMQP without the
+//!   management plugin, so they are not counted.
 //! - **Resilience**: after a lost connection the driver reconnects with
 //!   exponential backoff, re-publishes messages left unconfirmed
 //!   (consumers dedup by id) and re-declares the topology. A subscription
@@ -118,6 +146,7 @@ mod codec;
 mod connection;
 mod driver;
 mod error;
+mod holdings;
 mod membership;
 mod names;
 mod options;

@@ -1,8 +1,10 @@
 //! Publishing with confirms over one shared confirm channel.
 //!
 //! A batch is pipelined: every message is sent, then every confirm awaited.
-//! Messages are `mandatory`, so one that no group queue takes comes back as
-//! an error instead of vanishing. When the channel or connection dies with
+//! A message no group queue takes (a topic without groups) is confirmed
+//! and dropped, as RabbitMQ does by default and as
+//! `Capabilities::retains_before_group` (false) says: it is not
+//! `mandatory`. When the channel or connection dies with
 //! messages unconfirmed, they are published again on a new one (after a
 //! reconnect) until `publish_timeout`; consumers dedup repeats by message id.
 
@@ -164,10 +166,7 @@ async fn send_round(channel: &Channel, messages: &[Outgoing], pending: &[usize])
             .basic_publish(
                 m.exchange.clone(),
                 m.routing_key.clone(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
+                BasicPublishOptions::default(),
                 &m.payload,
                 m.properties.clone(),
             )
@@ -182,16 +181,8 @@ async fn send_round(channel: &Channel, messages: &[Outgoing], pending: &[usize])
             Err(error) => Err(error),
         };
         fates.push(match confirmed {
-            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Fate::Confirmed,
-            Ok(Confirmation::Ack(Some(returned))) | Ok(Confirmation::Nack(Some(returned))) => {
-                Fate::Fail(Error::Rejected(format!(
-                    "topic {} has no consumer group to route to ({}): create a group \
-                     (Admin::ensure_group) before publishing; RabbitMQ keeps messages only for \
-                     groups that exist",
-                    m.topic, returned.reply_text
-                )))
-            }
-            Ok(Confirmation::Nack(None)) => Fate::Retry(Error::Backend {
+            Ok(Confirmation::Ack(_)) | Ok(Confirmation::NotRequested) => Fate::Confirmed,
+            Ok(Confirmation::Nack(_)) => Fate::Retry(Error::Backend {
                 backend: crate::error::BACKEND,
                 message: format!("the broker could not store a message for topic {}", m.topic),
                 source: None,

@@ -3,9 +3,11 @@
 //!
 //! A supervisor task runs sessions. A session has a control channel (the
 //! group's declarations and the membership announcements of
-//! [`crate::membership`]) and one channel per shard queue it consumes
-//! (prefetch = the runtime's in-flight bound), carrying that shard's
-//! deliveries and acks.
+//! [`crate::membership`]) and one channel per shard queue it consumes,
+//! carrying that shard's deliveries and acks.
+//!
+//! The runtime's in-flight bound holds at the broker: it is split over
+//! the subscription's queues ([`prefetch`]).
 //!
 //! A channel per shard is what makes a hand-over free of overlap. When a
 //! member gives a shard up, it reports the revocation, waits until the
@@ -46,17 +48,27 @@ use crate::connection::Connector;
 use crate::error::{is_transport, map};
 use crate::names;
 use crate::options::Options;
-use crate::topology::{GroupSpec, Topology};
+use crate::topology::{GroupSpec, QueueStat, Topology};
 
+mod prefetch;
+mod pump;
 mod session;
 
-use session::{pump, supervise};
+use prefetch::split_prefetch;
+use pump::Pump;
+use session::supervise;
+
+/// How long giving a shard back waits for the broker to show the
+/// deliveries its channel held as ready again, so lag never misses them.
+const RETURN_LIMIT: Duration = Duration::from_secs(2);
 
 /// One topic of the subscription and its shard queues.
 struct Plan {
     topic: Arc<str>,
     shards: u32,
     queues: Vec<Arc<str>>,
+    /// The prefetch of each shard queue's consumer: its part of the bound.
+    prefetch: Vec<u16>,
 }
 
 struct Shared {
@@ -65,7 +77,6 @@ struct Shared {
     options: Options,
     group: String,
     plans: Vec<Plan>,
-    prefetch: u16,
     member: String,
     state: Mutex<State>,
     arrived: Notify,
@@ -94,7 +105,11 @@ struct Shard {
     queue: Arc<str>,
     /// Reported assigned and not revoked since: its deliveries may be fetched.
     readable: bool,
-    /// Delivery tags buffered or fetched and not settled yet.
+    /// Its channel is being closed: acks are void, and what still arrives
+    /// is counted as held until the broker has it back.
+    releasing: bool,
+    /// Delivery tags buffered or fetched and not settled yet, and those
+    /// that arrived after the revocation.
     unsettled: BTreeSet<u64>,
 }
 
@@ -125,24 +140,32 @@ impl RabbitSubscription {
             return Err(Error::invalid("topics", "", "a subscription needs a topic"));
         };
         let first_shards = topology.ensure_topic(first, None).await?;
-        let mut plans = Vec::with_capacity(spec.topics.len());
+        let mut topics = Vec::with_capacity(spec.topics.len());
         for topic in &spec.topics {
-            let shards = topology.ensure_topic(topic, Some(first_shards)).await?;
-            plans.push(Plan {
+            topics.push((
+                topic,
+                topology.ensure_topic(topic, Some(first_shards)).await?,
+            ));
+        }
+        let counts: Vec<u32> = topics.iter().map(|(_, shards)| *shards).collect();
+        let plans = topics
+            .into_iter()
+            .zip(split_prefetch(spec.prefetch, &counts))
+            .map(|((topic, shards), prefetch)| Plan {
                 topic: Arc::from(topic.as_str()),
                 shards,
                 queues: (0..shards)
                     .map(|s| Arc::from(names::shard_queue(topic, &spec.group, s)))
                     .collect(),
-            });
-        }
+                prefetch,
+            })
+            .collect();
         let shared = Arc::new(Shared {
             connector,
             topology,
             options,
             group: spec.group,
             plans,
-            prefetch: spec.prefetch.clamp(1, usize::from(u16::MAX)) as u16,
             member: uuid::Uuid::now_v7().simple().to_string(),
             state: Mutex::default(),
             arrived: Notify::new(),
@@ -201,10 +224,15 @@ impl Shared {
             return Ok(());
         };
         let queue = plan.queues[tp.partition as usize].clone();
+        let prefetch = plan.prefetch[tp.partition as usize];
         let (channel, _) = self.connector.channel(self.connector.deadline()).await?;
+        // Counted from before the first delivery can arrive.
+        let epoch = self.epochs.fetch_add(1, Ordering::AcqRel) + 1;
+        let holdings = self.topology.holdings();
+        holdings.consuming(&queue, epoch, channel.clone(), prefetch);
         let consumed = async {
             channel
-                .basic_qos(self.prefetch, BasicQosOptions::default())
+                .basic_qos(prefetch, BasicQosOptions::default())
                 .await?;
             channel
                 .basic_consume(
@@ -219,34 +247,36 @@ impl Shared {
         let consumer = match consumed {
             Ok(consumer) => consumer,
             Err(error) => {
+                holdings.returned(&queue, epoch, 0);
                 let _ = channel.close(200, "not consuming".into()).await;
                 return Err(map(error, &format!("consuming {queue}")));
             }
         };
-        let epoch = self.epochs.fetch_add(1, Ordering::AcqRel) + 1;
         self.state.lock().shards.insert(
             tp.clone(),
             Shard {
                 epoch,
                 channel,
                 consumer: consumer.clone(),
-                queue,
+                queue: queue.clone(),
                 readable: true,
+                releasing: false,
                 unsettled: BTreeSet::new(),
             },
         );
-        let origin = Origin {
-            topic: tp.topic.clone(),
-            shard: tp.partition,
-            epoch,
-        };
-        tokio::spawn(pump(
-            self.clone(),
-            consumer,
-            origin,
+        // Set once the shard is known: lapin hands the pump what arrived
+        // before, in order, then every delivery as it is read.
+        consumer.set_delegate(Pump::new(
+            self,
+            Origin {
+                topic: tp.topic.clone(),
+                shard: tp.partition,
+                epoch,
+            },
             tp.clone(),
             events.clone(),
         ));
+        holdings.started(&queue, epoch);
         Ok(())
     }
 
@@ -268,26 +298,94 @@ impl Shared {
         revoked
     }
 
-    /// Gives `partitions` back to the group by closing their channels.
+    /// Gives `partitions` back to the group by closing their channels. A
+    /// shard stays known until the broker has its deliveries back, so lag
+    /// counts those arriving meanwhile too.
     async fn release(&self, partitions: &[TopicPartition]) {
-        let released: Vec<Shard> = {
+        let releasing: Vec<(TopicPartition, u64, Channel, Arc<str>, u64)> = {
             let mut state = self.state.lock();
             let State { buffer, shards } = &mut *state;
             buffer.retain(|d| !partitions.iter().any(|tp| d.token.is_in(tp)));
             partitions
                 .iter()
-                .filter_map(|tp| shards.remove(tp))
+                .filter_map(|tp| {
+                    let shard = shards.get_mut(tp).filter(|s| !s.releasing)?;
+                    shard.readable = false;
+                    shard.releasing = true;
+                    let held = shard.unsettled.len() as u64;
+                    Some((
+                        tp.clone(),
+                        shard.epoch,
+                        shard.channel.clone(),
+                        shard.queue.clone(),
+                        held,
+                    ))
+                })
                 .collect()
         };
-        for shard in released {
-            self.topology
-                .track(&shard.queue, -(shard.unsettled.len() as i64));
-            if shard.channel.status().connected() {
-                if let Err(error) = shard.channel.close(200, "handing on".into()).await {
-                    tracing::debug!(%error, queue = %shard.queue, "closing a shard's channel");
+        let returns = releasing
+            .into_iter()
+            .map(|(tp, epoch, channel, queue, held)| async move {
+                if channel.status().connected() {
+                    self.close_and_await_return(&channel, &queue, held).await;
                 }
+                let shard = {
+                    let shards = &mut self.state.lock().shards;
+                    match shards.get(&tp) {
+                        Some(s) if s.epoch == epoch => shards.remove(&tp),
+                        _ => None,
+                    }
+                };
+                if let Some(shard) = shard {
+                    self.topology
+                        .holdings()
+                        .returned(&queue, epoch, shard.unsettled.len() as u64);
+                    drop(shard.consumer);
+                }
+            });
+        futures::future::join_all(returns).await;
+    }
+
+    /// Closes a shard's channel, then waits (up to [`RETURN_LIMIT`]) until
+    /// the broker has taken back the `held` deliveries it had: it puts them
+    /// back in the queue shortly after the close, together with removing
+    /// the channel's consumer, and until then they are neither ready nor
+    /// this member's, so lag would miss them.
+    async fn close_and_await_return(&self, channel: &Channel, queue: &str, held: u64) {
+        let context = format!("reading {queue}");
+        let before = if held == 0 {
+            None
+        } else {
+            tokio::time::timeout(RETURN_LIMIT, self.topology.queue_stat(queue, &context))
+                .await
+                .ok()
+                .and_then(|stat| stat.ok().flatten())
+        };
+        if let Err(error) = channel.close(200, "handing on".into()).await {
+            tracing::debug!(%error, queue, "closing a shard's channel");
+            return;
+        }
+        let Some(before) = before else {
+            return;
+        };
+        let back = |now: QueueStat| {
+            now.consumers < before.consumers
+                || u64::from(now.ready) >= u64::from(before.ready) + held
+        };
+        let waited = tokio::time::timeout(RETURN_LIMIT, async {
+            while let Ok(Some(now)) = self.topology.queue_stat(queue, &context).await {
+                if back(now) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            drop(shard.consumer);
+        })
+        .await;
+        if waited.is_err() {
+            tracing::debug!(
+                queue,
+                "the broker did not show the returned deliveries in time"
+            );
         }
     }
 
@@ -318,10 +416,10 @@ impl Shared {
             let Some(shard) = state.shards.get_mut(&token.topic_partition()) else {
                 continue;
             };
-            if shard.epoch != epoch || !shard.unsettled.remove(&token.offset) {
+            if shard.epoch != epoch || shard.releasing || !shard.unsettled.remove(&token.offset) {
                 continue;
             }
-            self.topology.track(&shard.queue, -1);
+            self.topology.holdings().settled(&shard.queue, 1);
             settle
                 .entry(epoch)
                 .or_insert_with(|| (shard.channel.clone(), Vec::new()))

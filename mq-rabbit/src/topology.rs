@@ -19,8 +19,13 @@ use parking_lot::Mutex;
 
 use crate::connection::Connector;
 use crate::error::{map, soft_kind};
+use crate::holdings::Holdings;
 use crate::names;
 use crate::options::Options;
+
+/// How long a client waits for another one to write the shard record of
+/// a topic both are creating.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) struct Topology {
     connector: Arc<Connector>,
@@ -35,9 +40,17 @@ pub(crate) struct Topology {
     shards: Mutex<HashMap<String, u32>>,
     /// Topics whose exchange this client declared, with the groups it declared on them.
     declared: Mutex<BTreeMap<String, BTreeSet<String>>>,
-    /// Deliveries handed to this client's subscriptions and not yet
-    /// settled, per queue: the "unacked" part of lag.
-    in_flight: Mutex<HashMap<String, u64>>,
+    /// Deliveries held by this client's subscriptions: the "unacked" part of lag.
+    holdings: Holdings,
+}
+
+/// What a queue reports of itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct QueueStat {
+    /// Messages ready for delivery (not those delivered and unacked).
+    pub ready: u32,
+    /// Consumers, active or waiting (single active consumer).
+    pub consumers: u32,
 }
 
 /// What a group's shard queues are declared with.
@@ -59,7 +72,7 @@ impl Topology {
             probe: tokio::sync::Mutex::new(None),
             shards: Mutex::new(HashMap::new()),
             declared: Mutex::new(BTreeMap::new()),
-            in_flight: Mutex::new(HashMap::new()),
+            holdings: Holdings::default(),
         }
     }
 
@@ -75,8 +88,8 @@ impl Topology {
         Ok(channel)
     }
 
-    /// The message count of `queue`, or `None` when it does not exist.
-    async fn queue_length(&self, queue: &str, context: &str) -> Result<Option<u32>> {
+    /// What `queue` reports of itself, or `None` when it does not exist.
+    pub(crate) async fn queue_stat(&self, queue: &str, context: &str) -> Result<Option<QueueStat>> {
         let mut probe = self.probe.lock().await;
         let channel = match probe.as_ref().filter(|c| c.status().connected()) {
             Some(channel) => channel.clone(),
@@ -97,7 +110,10 @@ impl Topology {
             )
             .await;
         match declared {
-            Ok(queue) => Ok(Some(queue.message_count())),
+            Ok(queue) => Ok(Some(QueueStat {
+                ready: queue.message_count(),
+                consumers: queue.consumer_count(),
+            })),
             Err(e) if soft_kind(&e) == Some(AMQPSoftError::NOTFOUND) => Ok(None),
             Err(e) => Err(map(e, context)),
         }
@@ -166,7 +182,7 @@ impl Topology {
         let marker = names::shards_marker(topic);
         let context = format!("reading the shard count of {topic}");
         for _ in 0..20 {
-            match self.queue_length(&marker, &context).await? {
+            match self.queue_stat(&marker, &context).await?.map(|s| s.ready) {
                 None | Some(0) => return Ok(None),
                 // A count that is no power of two is a record being written.
                 Some(count) if count.is_power_of_two() && count <= names::MAX_SHARDS => {
@@ -180,6 +196,22 @@ impl Topology {
             message: format!("the shard record of topic {topic} is malformed"),
             source: None,
         })
+    }
+
+    /// The shard count of `topic` once the client that created its record
+    /// has written it (it declares the record, then writes it), or `None`
+    /// if that takes over [`RECORD_WAIT`].
+    async fn await_shards(&self, topic: &str) -> Result<Option<u32>> {
+        let deadline = tokio::time::Instant::now() + RECORD_WAIT;
+        loop {
+            if let Some(shards) = self.read_shards(topic).await? {
+                return Ok(Some(shards));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Records `shards` for `topic`: a queue holding that many messages,
@@ -210,8 +242,9 @@ impl Topology {
             }
             Ok(_) => {}
             Err(e) if soft_kind(&e) == Some(AMQPSoftError::PRECONDITIONFAILED) => {
-                // Created meanwhile with another count: that one holds.
-                return match self.read_shards(topic).await? {
+                // Created meanwhile with another count: that one holds, once
+                // its creator has written it.
+                return match self.await_shards(topic).await? {
                     Some(existing) => Ok(existing),
                     None => Err(map(e, &format!("recording the shard count of {topic}"))),
                 };
@@ -252,18 +285,34 @@ impl Topology {
         spec: &GroupSpec<'_>,
     ) -> Result<()> {
         let exchange = names::short(&names::exchange(spec.topic));
+        let delay_level = names::is_delay_topic(spec.topic);
         for shard in 0..spec.shards {
             let queue = names::short(&names::shard_queue(spec.topic, spec.group, shard));
+            // A delay level's queue declared by an earlier version has a
+            // delivery limit, and declaring it again without one would be
+            // refused: it is used as it is.
+            let context = format!("declaring queue {queue}");
+            if delay_level && self.queue_stat(queue.as_str(), &context).await?.is_some() {
+                self.bind(channel, &queue, &exchange, shard, spec.shards)
+                    .await?;
+                continue;
+            }
             let mut arguments = FieldTable::default();
             arguments.insert(
                 "x-queue-type".into(),
                 AMQPValue::LongString(LongString::from("quorum")),
             );
             arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-            arguments.insert(
-                "x-delivery-limit".into(),
-                AMQPValue::LongInt(self.options.delivery_limit.min(i32::MAX as u32) as i32),
-            );
+            // Not on delay levels: the forwarder holds a level's head unacked
+            // until it is due (up to 24 h), and the broker's consumer_timeout
+            // (30 min by default) closes its channel and requeues it meanwhile,
+            // so a limit would dead-letter long delays.
+            if !delay_level {
+                arguments.insert(
+                    "x-delivery-limit".into(),
+                    AMQPValue::LongInt(self.options.delivery_limit.min(i32::MAX as u32) as i32),
+                );
+            }
             arguments.insert(
                 "x-dead-letter-exchange".into(),
                 AMQPValue::LongString(LongString::from(names::exchange(&format!(
@@ -281,17 +330,9 @@ impl Topology {
                     arguments,
                 )
                 .await
-                .map_err(|e| map(e, &format!("declaring queue {queue}")))?;
-            channel
-                .queue_bind(
-                    queue.clone(),
-                    exchange.clone(),
-                    ShortString::from(names::binding_pattern(shard, spec.shards)),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| map(e, &format!("binding queue {queue}")))?;
+                .map_err(|e| map(e, &context))?;
+            self.bind(channel, &queue, &exchange, shard, spec.shards)
+                .await?;
         }
         self.declared
             .lock()
@@ -299,6 +340,27 @@ impl Topology {
             .or_default()
             .insert(spec.group.to_owned());
         Ok(())
+    }
+
+    /// Binds shard queue `shard` of `shards` to its topic's exchange.
+    async fn bind(
+        &self,
+        channel: &Channel,
+        queue: &ShortString,
+        exchange: &ShortString,
+        shard: u32,
+        shards: u32,
+    ) -> Result<()> {
+        channel
+            .queue_bind(
+                queue.clone(),
+                exchange.clone(),
+                ShortString::from(names::binding_pattern(shard, shards)),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| map(e, &format!("binding queue {queue}")))
     }
 
     /// Creates `group` on `topic` (and the topic if missing): its shard
@@ -371,7 +433,9 @@ impl Topology {
     }
 
     /// Backlog of `group` on `topic` per shard: messages ready in the shard
-    /// queue plus those delivered to this client and not yet settled.
+    /// queue plus those delivered to this client and not yet settled. Read
+    /// in this order, so a message moving from one to the other meanwhile
+    /// is counted once or twice, never missed.
     pub(crate) async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         let Some(shards) = self.read_shards(topic).await? else {
             return Ok(Vec::new());
@@ -380,22 +444,17 @@ impl Topology {
         for shard in 0..shards {
             let queue = names::shard_queue(topic, group, shard);
             let context = format!("reading the length of {queue}");
-            let Some(ready) = self.queue_length(&queue, &context).await? else {
+            let Some(stat) = self.queue_stat(&queue, &context).await? else {
                 continue;
             };
-            let unacked = self.in_flight.lock().get(&queue).copied().unwrap_or(0);
-            lags.push(PartitionLag::new(shard, u64::from(ready) + unacked));
+            let held = self.holdings.count(&queue).await;
+            lags.push(PartitionLag::new(shard, u64::from(stat.ready) + held));
         }
         Ok(lags)
     }
 
-    /// Counts deliveries handed out (`delta > 0`) or settled or voided (`delta < 0`).
-    pub(crate) fn track(&self, queue: &str, delta: i64) {
-        let mut in_flight = self.in_flight.lock();
-        let count = in_flight.entry(queue.to_owned()).or_insert(0);
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            in_flight.remove(queue);
-        }
+    /// What this client's subscriptions hold of each queue.
+    pub(crate) fn holdings(&self) -> &Holdings {
+        &self.holdings
     }
 }

@@ -4,7 +4,8 @@
 //! RabbitMQ holds the published messages until `tx.commit` and then routes
 //! them all; `tx.rollback` (or closing the channel) drops them. A lost
 //! connection before the commit drops them too, so a failed commit means
-//! nothing was published.
+//! nothing was published. As outside transactions, a message to a topic
+//! without groups is dropped (see [`crate::publisher`]).
 
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
@@ -59,10 +60,7 @@ impl DriverTransaction for RabbitTransaction {
                 .basic_publish(
                     m.exchange.clone(),
                     m.routing_key.clone(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
+                    BasicPublishOptions::default(),
                     &m.payload,
                     m.properties.clone(),
                 )
@@ -75,20 +73,8 @@ impl DriverTransaction for RabbitTransaction {
     async fn commit(mut self: Box<Self>) -> Result<()> {
         let channel = self.channel.take().ok_or(Error::Closed("transaction"))?;
         let committed = channel.tx_commit().await;
-        // Without confirms, lapin keeps returned (unroutable) messages for this call.
-        let returned = channel.wait_for_confirms().await.unwrap_or_default();
         let _ = channel.close(200, "committed".into()).await;
-        committed.map_err(|e| map(e, "committing a transaction"))?;
-        if let Some(first) = returned.first() {
-            return Err(Error::Rejected(format!(
-                "{} message(s) of the committed transaction had no consumer group to route to \
-                 (exchange {}: {}); create a group (Admin::ensure_group) before publishing",
-                returned.len(),
-                first.delivery.exchange,
-                first.reply_text
-            )));
-        }
-        Ok(())
+        committed.map_err(|e| map(e, "committing a transaction"))
     }
 
     async fn abort(mut self: Box<Self>) -> Result<()> {

@@ -47,7 +47,11 @@
 //! ## Consuming
 //!
 //! A member reads with `XREADGROUP ... COUNT ... BLOCK ... >` on a
-//! connection of its own, only from partitions it holds the lock of;
+//! connection of its own, only from partitions it holds the lock of,
+//! never more entries than the runtime has room for (`COUNT` is per
+//! stream: a read of `max` asks `max / n` of each of `n` partitions, or
+//! one of each of `max` of them in turn), so what a member has pending
+//! never exceeds its prefetch;
 //! the live members split the partitions with the core's `share`
 //! (partition `p` goes to the `p % n`-th). Taking a lock is reported as an
 //! assignment. A partition moving to another member is reported revoked;

@@ -42,7 +42,7 @@ mod membership;
 mod read;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,8 @@ pub(crate) struct Member {
     rebalances: RebalanceQueue,
     /// When the other members were last woken while waiting for a handover.
     last_poke: Mutex<Option<Instant>>,
+    /// Turns the partitions a read smaller than their number starts from.
+    rotation: AtomicUsize,
 }
 
 /// The subscription handed to the core.
@@ -190,6 +192,7 @@ impl RedisSubscription {
             changed: Arc::new(Notify::new()),
             rebalances: RebalanceQueue::new(),
             last_poke: Mutex::new(None),
+            rotation: AtomicUsize::new(0),
         });
         member.register().await?;
         // Connected before the others are woken, so they can wake it in turn.

@@ -1,6 +1,5 @@
 //! The supervisor of a subscription: sessions on a control channel, the
-//! shards each consumes and hands over, reconnecting after failures, and
-//! the pump moving each shard's deliveries into the buffer.
+//! shards each consumes and hands over, reconnecting after failures.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,8 +15,7 @@ use mq_core::{Error, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{open, Event, Shared, State};
-use crate::codec::{self, Origin};
+use super::{open, Event, Shared};
 use crate::membership::{Members, Membership};
 
 /// Resolves once the subscription is told to stop (or its handle is gone).
@@ -291,52 +289,6 @@ impl<'a> Session<'a> {
         self.shared.release_all().await;
         if self.control.status().connected() {
             let _ = self.control.close(200, "failed".into()).await;
-        }
-    }
-}
-
-/// Moves deliveries of one shard's consumer into the buffer.
-pub(super) async fn pump(
-    shared: Arc<Shared>,
-    mut consumer: lapin::Consumer,
-    origin: Origin,
-    tp: TopicPartition,
-    events: mpsc::UnboundedSender<Event>,
-) {
-    while let Some(item) = consumer.next().await {
-        match item {
-            Ok(delivery) => {
-                let tag = delivery.delivery_tag;
-                let raw = codec::decode(delivery, &origin);
-                let mut state = shared.state.lock();
-                let State { buffer, shards } = &mut *state;
-                let Some(shard) = shards.get_mut(&tp).filter(|s| s.epoch == origin.epoch) else {
-                    return;
-                };
-                // Not buffered: the channel holds it unacked until it is
-                // closed, which requeues it for the shard's next owner.
-                if !shard.readable {
-                    continue;
-                }
-                shard.unsettled.insert(tag);
-                shared.topology.track(&shard.queue, 1);
-                buffer.push_back(raw);
-                drop(state);
-                shared.arrived.notify_waiters();
-            }
-            Err(error) => {
-                let current = shared
-                    .state
-                    .lock()
-                    .shards
-                    .get(&tp)
-                    .is_some_and(|s| s.epoch == origin.epoch);
-                // A channel closed on purpose is no failure.
-                if current {
-                    let _ = events.send(Event::Failed(error));
-                }
-                return;
-            }
         }
     }
 }

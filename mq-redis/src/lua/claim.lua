@@ -3,7 +3,7 @@
 --
 -- KEYS[1] stream
 -- ARGV[1] group, ARGV[2] consumer, ARGV[3] mode:
---   'auto': ARGV[4] min idle ms, ARGV[5] most entries, ARGV[6] cursor;
+--   'auto': ARGV[4] min idle ms, ARGV[5] most entries (at least 1), ARGV[6] cursor;
 --           XAUTOCLAIM onwards from the cursor ('0-0' is the start)
 --   'ids':  ARGV[4..] entry ids; XCLAIM exactly those
 -- Returns {next cursor, {{entry id, fields, delivery count}, ...}}; the
@@ -17,7 +17,8 @@ if ARGV[3] == 'auto' then
   cursor = ARGV[6]
   local limit = tonumber(ARGV[5])
   repeat
-    local r = redis.call('XAUTOCLAIM', stream, group, me, ARGV[4], cursor, 'COUNT', 100)
+    local r = redis.call('XAUTOCLAIM', stream, group, me, ARGV[4], cursor, 'COUNT',
+      math.min(100, limit - #claimed))
     cursor = r[1]
     for _, e in ipairs(r[2]) do claimed[#claimed + 1] = e end
   until cursor == '0-0' or #claimed >= limit

@@ -21,9 +21,9 @@ use crate::error::{map, unexpected};
 const CLAIM_BATCH: usize = 1024;
 
 enum Claim<'a> {
-    /// Everything pending in the partition, onwards from a cursor (on
-    /// taking its lock).
-    From(&'a str),
+    /// What is pending in the partition, onwards from a cursor (on taking
+    /// its lock), at most this many.
+    From(&'a str, usize),
     /// These records (given back with `nack`, or lost with a read).
     Ids(&'a [EntryId]),
 }
@@ -79,7 +79,7 @@ impl Member {
             self.check_open()?;
             let (more, idle) = {
                 let mut reader = self.reader.lock().await;
-                let more = self.reclaim().await?;
+                let more = self.reclaim(max).await?;
                 let slots = self.new_entry_slots();
                 if !slots.is_empty() && !more && self.state.lock().buffer.is_empty() {
                     self.read_new(&mut reader, &slots, max).await?;
@@ -126,9 +126,8 @@ impl Member {
         let Some(conn) = reader.as_mut() else {
             return Err(Error::Closed("subscription"));
         };
+        let (slots, count) = self.read_share(slots, max);
         let streams: Vec<&str> = slots.iter().map(|s| self.stream(*s)).collect();
-        // COUNT is per stream: split `max` so one read stays near it.
-        let count = (max / slots.len()).max(1);
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
@@ -139,7 +138,7 @@ impl Member {
             .arg(self.inner.options.block.as_millis().max(1) as u64)
             .arg("STREAMS")
             .arg(&streams);
-        for _ in slots {
+        for _ in &slots {
             cmd.arg(">");
         }
         let reply = match cmd.query_async::<Value>(conn).await {
@@ -183,9 +182,26 @@ impl Member {
         Ok(())
     }
 
-    /// Reclaims what the member must deliver before new entries; returns
-    /// whether some newly taken partition still has pending records to claim.
-    async fn reclaim(&self) -> Result<bool> {
+    /// The partitions one read of at most `max` entries asks, and its
+    /// `COUNT`. `COUNT` is per stream and every entry read is pending for
+    /// this member until acked, so the read asks `max / n` of each of `n`
+    /// partitions, or, when `max` is below `n`, one of each of `max`
+    /// partitions, starting one further each time so that none starves:
+    /// what the member holds never exceeds the prefetch bound.
+    fn read_share(&self, slots: &[Slot], max: usize) -> (Vec<Slot>, usize) {
+        let n = slots.len();
+        if max >= n {
+            return (slots.to_vec(), max / n);
+        }
+        let start = self.rotation.fetch_add(1, Ordering::Relaxed) % n;
+        let picked = (0..max).map(|i| slots[(start + i) % n]).collect();
+        (picked, 1)
+    }
+
+    /// Reclaims what the member must deliver before new entries, taking
+    /// over at most `max` records pending elsewhere; returns whether some
+    /// newly taken partition still has pending records to claim.
+    async fn reclaim(&self, max: usize) -> Result<bool> {
         let unclaimed: Vec<(Slot, String)> = {
             let state = self.state.lock();
             state
@@ -194,8 +210,13 @@ impl Member {
                 .map(|(s, c)| (*s, c.clone()))
                 .collect()
         };
+        let mut budget = max.min(CLAIM_BATCH);
         for (slot, cursor) in unclaimed {
-            let (next, got) = self.claim(slot, Claim::From(&cursor)).await?;
+            if budget == 0 {
+                break;
+            }
+            let (next, got) = self.claim(slot, Claim::From(&cursor, budget)).await?;
+            budget = budget.saturating_sub(got.len());
             let mut state = self.state.lock();
             if state.readable.contains(&slot) {
                 if next == CURSOR_START {
@@ -305,11 +326,11 @@ impl Member {
         let stream = self.stream(slot);
         let mut args: Vec<String> = vec![self.group.clone(), self.name.clone()];
         match claim {
-            Claim::From(cursor) => {
+            Claim::From(cursor, most) => {
                 args.extend([
                     "auto".to_owned(),
                     "0".to_owned(),
-                    CLAIM_BATCH.to_string(),
+                    most.to_string(),
                     cursor.to_owned(),
                 ]);
             }

@@ -99,7 +99,8 @@ impl AckToken {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StartFrom {
-    /// From the oldest retained message.
+    /// From the oldest retained message; where `retains_before_group` is
+    /// false (RabbitMQ), that is from the group's creation, as `Latest`.
     #[default]
     Earliest,
     /// Only messages published after the group was created.

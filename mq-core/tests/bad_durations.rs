@@ -2,8 +2,11 @@
 //! `Error::Invalid` naming it, or saturates. Checked on the memory driver,
 //! with its native delay and with the core's delay emulation.
 
+mod common;
+
 use std::time::Duration;
 
+use common::recv;
 use mq_core::memory::{MemoryDriver, MemoryOptions};
 use mq_core::{
     batch_handler_fn, handler_fn, BatchOptions, Client, Delivery, Error, HandlerError,
@@ -19,13 +22,6 @@ fn clients() -> [Client; 2] {
             ..MemoryOptions::default()
         })),
     ]
-}
-
-async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("timed out")
-        .expect("channel closed")
 }
 
 #[tokio::test]

@@ -3,68 +3,21 @@
 //! started before they are awaited. Checked on the memory driver, counted
 //! at the driver.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Instrumented;
 use futures::future::join_all;
 use futures::StreamExt;
-use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, SubscribeSpec,
-    TopicSpec,
-};
-use mq_core::memory::MemoryDriver;
-use mq_core::{async_trait, Client, Coalescing, Error, Message, Receipt, Result, StartFrom};
-
-/// The memory driver, counting publish calls.
-struct Counted {
-    inner: MemoryDriver,
-    calls: Arc<AtomicUsize>,
-}
-
-#[async_trait]
-impl Driver for Counted {
-    fn backend(&self) -> &'static str {
-        "counted"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.publish(batch).await
-    }
-    async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
-        self.inner.begin().await
-    }
-    async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>> {
-        self.inner.subscribe(spec).await
-    }
-    async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
-        self.inner.ensure_group(topic, group, start).await
-    }
-    async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
-        self.inner.ensure_topic(topic, spec).await
-    }
-    async fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.inner.delete_topic(topic).await
-    }
-    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
-        self.inner.lag(topic, group).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-}
+use mq_core::{Client, Coalescing, Error, Message, Receipt, StartFrom};
 
 fn counted(coalescing: Coalescing) -> (Client, Arc<AtomicUsize>) {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let client = Client::new(Counted {
-        inner: MemoryDriver::new(),
-        calls: calls.clone(),
-    })
-    .with_coalescing(coalescing);
-    (client, calls)
+    let driver = Instrumented::default();
+    let calls = driver.publishes.clone();
+    (Client::new(driver).with_coalescing(coalescing), calls)
 }
 
 #[tokio::test]

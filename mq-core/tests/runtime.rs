@@ -1,9 +1,12 @@
 //! Runtime behaviour that belongs to the core rather than to any backend,
 //! checked on the memory driver.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::recv;
 use mq_core::{
     handler_fn, memory::MemoryDriver, Client, Delivery, HandlerError, HandlerResult, Message,
     RetryPolicy,
@@ -13,13 +16,6 @@ use tokio::sync::mpsc;
 
 fn quick(attempts: u32) -> RetryPolicy {
     RetryPolicy::new(attempts).with_backoff(Duration::from_millis(10), Duration::from_millis(50))
-}
-
-async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("timed out")
-        .expect("channel closed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

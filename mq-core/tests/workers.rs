@@ -3,27 +3,17 @@
 //! instead of leaving a message silently unacked. Checked on the memory
 //! driver.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mq_core::driver::{
-    AckToken, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag,
-    RawDelivery, Rebalance, SubscribeSpec, TopicSpec,
-};
+use common::{recv, Instrumented};
 use mq_core::memory::MemoryDriver;
 use mq_core::{
-    async_trait, handler_fn, Client, Delivery, Error, HandlerError, HandlerResult, Message,
-    Receipt, Result, RetryPolicy, StartFrom,
+    handler_fn, Client, Delivery, Error, HandlerError, HandlerResult, Message, RetryPolicy,
 };
 use tokio::sync::mpsc;
-
-async fn recv<T>(rx: &mut mpsc::UnboundedReceiver<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .expect("timed out")
-        .expect("channel closed")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_waiting_to_retry_in_place_hold_no_worker() {
@@ -78,85 +68,11 @@ async fn keys_waiting_to_retry_in_place_hold_no_worker() {
     consumer.shutdown().await.unwrap();
 }
 
-/// The memory driver, with a subscription whose first ack panics: a bug
-/// in a driver, which the handler's panic guard does not cover.
-struct PanickingAcks {
-    inner: MemoryDriver,
-    armed: Arc<AtomicBool>,
-}
-
-struct PanickingSubscription {
-    inner: Box<dyn DriverSubscription>,
-    armed: Arc<AtomicBool>,
-}
-
-#[async_trait]
-impl Driver for PanickingAcks {
-    fn backend(&self) -> &'static str {
-        "panicking-acks"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
-        self.inner.publish(batch).await
-    }
-    async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
-        self.inner.begin().await
-    }
-    async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>> {
-        Ok(Box::new(PanickingSubscription {
-            inner: self.inner.subscribe(spec).await?,
-            armed: self.armed.clone(),
-        }))
-    }
-    async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
-        self.inner.ensure_group(topic, group, start).await
-    }
-    async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
-        self.inner.ensure_topic(topic, spec).await
-    }
-    async fn delete_topic(&self, topic: &str) -> Result<()> {
-        self.inner.delete_topic(topic).await
-    }
-    async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
-        self.inner.lag(topic, group).await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-}
-
-#[async_trait]
-impl DriverSubscription for PanickingSubscription {
-    async fn fetch(&self, max: usize) -> Result<Vec<RawDelivery>> {
-        self.inner.fetch(max).await
-    }
-    async fn ack(&self, tokens: Vec<AckToken>) -> Result<()> {
-        if self.armed.swap(false, Ordering::AcqRel) {
-            panic!("driver bug in ack");
-        }
-        self.inner.ack(tokens).await
-    }
-    async fn nack(&self, token: AckToken, after: Duration) -> Result<()> {
-        self.inner.nack(token, after).await
-    }
-    async fn rebalance(&self) -> Option<Rebalance> {
-        self.inner.rebalance().await
-    }
-    async fn close(&self) -> Result<()> {
-        self.inner.close().await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_stops_the_consumer_and_its_message_comes_back() {
-    let memory = MemoryDriver::new();
-    let armed = Arc::new(AtomicBool::new(true));
-    let client = Client::new(PanickingAcks {
-        inner: memory.clone(),
-        armed: armed.clone(),
-    });
+    let driver = Instrumented::default();
+    driver.panic_next_ack.store(true, Ordering::SeqCst);
+    let client = Client::new(driver);
     client
         .producer()
         .send(Message::new("jobs", "only"))

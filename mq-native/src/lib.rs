@@ -30,7 +30,8 @@
 //!
 //! ```text
 //! DIR/LOCK                   flock held while open; holds "pid N" of the holder
-//! DIR/topics.json            topic table: {next_id, topics: [{id, name, partitions, retention_ms?}]}
+//! DIR/topics.json            topic table snapshot: {next_id, topics: [{id, name, partitions, retention_ms?}], journal_seq}
+//! DIR/topics.journal         topic changes since the snapshot: len/crc-framed JSON records
 //! DIR/log/<base:020>.log     commit-log segments; <base> = log position of byte 0
 //! DIR/index/<topic_id>/<p>.idx   partition index: 16-byte entries (first_offset, position)
 //! DIR/delay.idx              delay index: entry n = delayed message n: (due_us, position)
@@ -48,7 +49,20 @@
 //! is its delay sequence number), or a *delay-done* marker.
 //!
 //! Index files are rebuildable from the log. JSON files are replaced
-//! atomically (write temp, fsync, rename, fsync directory).
+//! atomically (write temp, fsync, rename, fsync directory). A topic change
+//! is one fsynced journal record, folded into the snapshot once the
+//! journal outgrows it, so creating N topics costs O(N).
+//!
+//! ## Threads
+//!
+//! File I/O never runs on an async worker: appends are written by the
+//! flusher thread, checkpoints and retention by the housekeeping thread,
+//! and a fetch's reads, topic changes, opening and closing run on tokio's
+//! blocking threads. No lock that sends, fetches or acks wait for is held
+//! across an fsync.
+//!
+//! Drivers opened on one directory in one process share one engine, which
+//! closes with the last of them; another process is refused by the lock.
 //!
 //! ## Recovery
 //!
@@ -89,4 +103,4 @@ pub mod log;
 mod options;
 
 pub use driver::NativeDriver;
-pub use options::{Fsync, Options};
+pub use options::{Fsync, Options, MAX_PARTITIONS};

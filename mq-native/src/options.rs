@@ -98,27 +98,12 @@ impl Options {
             options.fsync = fsync;
         }
         if let Some(p) = r.take::<u32>(PARTITIONS)? {
-            if p == 0 {
-                return Err(Error::Config(format!(
-                    "option {PARTITIONS}=0 is invalid: use at least 1"
-                )));
-            }
             options.partitions = p;
         }
         if let Some(b) = r.take::<u64>("segment_bytes")? {
-            if b < 4096 {
-                return Err(Error::Config(format!(
-                    "option segment_bytes={b} is invalid: use at least 4096"
-                )));
-            }
             options.segment_bytes = b;
         }
         if let Some(m) = r.take::<usize>(MAX_MESSAGE_BYTES)? {
-            if m == 0 || m > 256 * 1024 * 1024 {
-                return Err(Error::Config(format!(
-                    "option {MAX_MESSAGE_BYTES}={m} is invalid: use 1 to 268435456"
-                )));
-            }
             options.max_message_bytes = m;
         }
         if let Some(w) = r.take_duration(DEDUP_WINDOW)? {
@@ -134,15 +119,84 @@ impl Options {
             options.auto_create = auto;
         }
         if let Some(every) = r.take_duration("checkpoint_interval")? {
-            if every.is_zero() {
-                return Err(Error::Config(
-                    "option checkpoint_interval=0 is invalid: use a positive duration".into(),
-                ));
-            }
             options.checkpoint_interval = every;
         }
         r.finish()?;
+        options.validate()?;
         Ok(options)
+    }
+
+    /// Checks the settings, naming a bad one and its value. Durations are
+    /// not bounded above: a huge one saturates (a checkpoint interval of
+    /// `Duration::MAX` checkpoints only at close).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &str, value: &dyn std::fmt::Display, why: &str| {
+            Err(Error::Config(format!(
+                "option {name}={value} is invalid: {why}"
+            )))
+        };
+        if !(1..=MAX_PARTITIONS).contains(&self.partitions) {
+            return bad(PARTITIONS, &self.partitions, PARTITIONS_RANGE);
+        }
+        if self.segment_bytes < 4096 {
+            return bad("segment_bytes", &self.segment_bytes, "use at least 4096");
+        }
+        if !(1..=MAX_MESSAGE_LIMIT).contains(&self.max_message_bytes) {
+            return bad(
+                MAX_MESSAGE_BYTES,
+                &self.max_message_bytes,
+                "use 1 to 268435456",
+            );
+        }
+        if self.checkpoint_interval.is_zero() {
+            return bad("checkpoint_interval", &"0", "use a positive duration");
+        }
+        if self.fsync == Fsync::Interval(Duration::ZERO) {
+            return bad("fsync", &"interval:0", "the interval must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// The most partitions a topic may have: each is an index file and
+/// in-memory state, created with the topic.
+pub const MAX_PARTITIONS: u32 = 4096;
+
+/// What to do about a partition count out of range.
+pub(crate) const PARTITIONS_RANGE: &str = "use 1 to 4096";
+
+/// The largest `max_message_bytes` accepted.
+const MAX_MESSAGE_LIMIT: usize = 256 * 1024 * 1024;
+
+impl Options {
+    /// The names of the settings (all but the path) where `other` differs:
+    /// one engine serves every opener of a directory, so they must agree.
+    pub(crate) fn differences(&self, other: &Options) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        let mut check = |name, same: bool| {
+            if !same {
+                differ.push(name);
+            }
+        };
+        check("fsync", self.fsync == other.fsync);
+        check(PARTITIONS, self.partitions == other.partitions);
+        check("segment_bytes", self.segment_bytes == other.segment_bytes);
+        check(
+            MAX_MESSAGE_BYTES,
+            self.max_message_bytes == other.max_message_bytes,
+        );
+        check(DEDUP_WINDOW, self.dedup_window == other.dedup_window);
+        check("retention", self.retention == other.retention);
+        check(
+            "retention_bytes",
+            self.retention_bytes == other.retention_bytes,
+        );
+        check("auto_create", self.auto_create == other.auto_create);
+        check(
+            "checkpoint_interval",
+            self.checkpoint_interval == other.checkpoint_interval,
+        );
+        differ
     }
 }
 

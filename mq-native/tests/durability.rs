@@ -1,5 +1,6 @@
 //! What survives a restart: group offsets, pending delays, idempotency
-//! keys, atomic transactions; plus retention, the directory lock and bad input.
+//! keys, atomic transactions; plus retention and bad input (the directory
+//! lock is in `shared_engine.rs`).
 
 mod support;
 
@@ -249,27 +250,6 @@ async fn retention_deletes_whole_segments() {
     assert_eq!(got[0].offset, Some(200 - lag[0].lag));
     drop(s);
     driver.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_opener_is_told_who_holds_the_directory() {
-    let dir = fresh_dir("lock");
-    let driver = open(&dir, "").await.unwrap();
-    let err = open(&dir, "").await.expect_err("locked");
-    let text = err.to_string();
-    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
-    assert!(
-        text.contains(&dir.display().to_string())
-            && text.contains(&format!("pid {}", std::process::id())),
-        "{text}"
-    );
-    driver.close().await.unwrap();
-    open(&dir, "")
-        .await
-        .expect("free after close")
-        .close()
-        .await
-        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,7 +58,7 @@ pub struct DedupIndex {
     pub generation: u64,
     /// Bytes of the journal that are durable.
     pub journal_len: u64,
-    journal: Option<File>,
+    journal: Option<Arc<File>>,
 }
 
 fn journal_path(dir: &Path, generation: u64) -> PathBuf {
@@ -90,7 +90,7 @@ impl DedupIndex {
         let mut at = 0;
         while let Some((key, entry, used)) = decode_record(&data[at..]) {
             at += used;
-            if entry.at_ms + window_ms > now_ms {
+            if entry.at_ms.saturating_add(window_ms) > now_ms {
                 index.order.push_back((entry.at_ms, key.clone()));
                 index.map.insert(key, entry);
             }
@@ -102,7 +102,7 @@ impl DedupIndex {
             .write(true)
             .open(&path)?;
         file.set_len(index.journal_len)?;
-        index.journal = Some(file);
+        index.journal = Some(Arc::new(file));
         // Journals of other generations are left over from a compaction.
         if let Ok(entries) = std::fs::read_dir(dir) {
             for e in entries.flatten() {
@@ -136,7 +136,7 @@ impl DedupIndex {
 
     fn expire(&mut self, now_ms: u64) {
         while let Some((at, key)) = self.order.front() {
-            if at + self.window_ms > now_ms {
+            if at.saturating_add(self.window_ms) > now_ms {
                 break;
             }
             if self.map.get(key).is_some_and(|e| e.at_ms == *at) {
@@ -160,19 +160,16 @@ impl DedupIndex {
         out
     }
 
-    /// Appends and syncs journal bytes; returns the new durable length.
-    pub fn append_journal(&mut self, bytes: &[u8]) -> io::Result<u64> {
-        if bytes.is_empty() {
-            return Ok(self.journal_len);
-        }
-        let Some(file) = self.journal.as_mut() else {
-            return Ok(self.journal_len);
-        };
-        use std::os::unix::fs::FileExt;
-        file.write_all_at(bytes, self.journal_len)?;
-        file.sync_data()?;
-        self.journal_len += bytes.len() as u64;
-        Ok(self.journal_len)
+    /// Where the next journal bytes go: the file and the byte offset. The
+    /// checkpoint, the journal's only writer, writes and fsyncs them
+    /// without holding this index's lock, which appends take.
+    pub fn journal_end(&self) -> Option<(Arc<File>, u64)> {
+        self.journal.clone().map(|file| (file, self.journal_len))
+    }
+
+    /// Records that `len` more journal bytes are durable.
+    pub fn journaled(&mut self, len: u64) {
+        self.journal_len += len;
     }
 
     /// Rewrites the journal with only live keys when it is mostly expired
@@ -205,7 +202,7 @@ impl DedupIndex {
         crate::fsutil::sync_dir(&self.dir)?;
         self.generation = next;
         self.journal_len = bytes.len() as u64;
-        self.journal = Some(file);
+        self.journal = Some(Arc::new(file));
         Ok(true)
     }
 
@@ -284,7 +281,10 @@ mod tests {
         d.insert("b".into(), entry(900, 20));
         d.insert("c".into(), entry(950, 30));
         let job = d.journal_job(25);
-        let len = d.append_journal(&job).unwrap();
+        let (file, at) = d.journal_end().unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&*file, &job, at).unwrap();
+        d.journaled(job.len() as u64);
+        let len = d.journal_len;
         assert!(d.get("a", 500).is_some());
         let mut again = DedupIndex::load(dir.path(), 1000, 0, len, 1200).unwrap();
         assert!(again.get("a", 1200).is_none(), "expired");

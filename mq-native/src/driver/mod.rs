@@ -1,5 +1,6 @@
 //! The `native://` driver: the mq SPI over the engine.
 
+mod shared;
 mod subscription;
 mod transaction;
 
@@ -8,18 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use mq_core::driver::options::PARTITIONS;
 use mq_core::driver::{
     Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
     SubscribeSpec, Support, TopicSpec,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 
+use crate::engine::topics::Topic;
 use crate::engine::{Engine, Item};
-use crate::error::BACKEND;
+use crate::error::{backend, BACKEND};
 use crate::options::Options;
 
 /// The native driver: an embedded, durable log engine in a local directory.
+///
+/// Drivers opened on one directory in one process share its engine; each
+/// closes independently, and the engine closes with the last of them.
 ///
 /// ```no_run
 /// # async fn demo() -> mq_core::Result<()> {
@@ -37,13 +41,37 @@ pub struct NativeDriver {
 
 #[derive(Debug)]
 struct Inner {
-    engine: Arc<Engine>,
+    share: shared::Share,
     closed: AtomicBool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.engine.shutdown();
+        // A driver dropped without `close` gives its share up all the same.
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.share.release();
+        }
+    }
+}
+
+/// Runs blocking engine work (file I/O, fsyncs) so async workers never
+/// wait for the disk: on a multi-thread runtime in place, with the worker
+/// handing its other tasks to a new one first (`block_in_place`: what is
+/// read stays on the thread that uses it); on a current-thread runtime on
+/// a blocking thread; inline without a runtime.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        Ok(handle) => handle
+            .spawn_blocking(work)
+            .await
+            .map_err(|e| backend(format!("a native engine task failed: {e}")))?,
+        Err(_) => work(),
     }
 }
 
@@ -59,16 +87,11 @@ impl NativeDriver {
 
     /// Opens a directory with explicit options.
     pub async fn open_with(options: Options) -> Result<NativeDriver> {
-        // Recovery reads and fsyncs files: keep it off the async workers.
-        let engine = match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| Engine::open(options))?
-            }
-            _ => Engine::open(options)?,
-        };
+        // Recovery reads and fsyncs files: kept off the async workers.
+        let share = off_runtime(move || shared::open(options)).await?;
         Ok(NativeDriver {
             inner: Arc::new(Inner {
-                engine,
+                share,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -76,45 +99,78 @@ impl NativeDriver {
 
     /// The engine, for tools and tests.
     pub fn engine(&self) -> &Arc<Engine> {
-        &self.inner.engine
+        &self.inner.share.engine
+    }
+
+    /// Runs `work` on the engine off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Arc<Engine>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let engine = self.engine().clone();
+        off_runtime(move || work(&engine)).await
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) || self.inner.engine.is_closed() {
+        if self.inner.closed.load(Ordering::Acquire) || self.engine().is_closed() {
             Err(Error::Closed("native driver"))
         } else {
             Ok(())
         }
     }
 
-    fn items(&self, batch: Vec<Message>) -> Result<Vec<Item>> {
-        let engine = &self.inner.engine;
-        let limit = engine.options.max_message_bytes;
-        let mut items = Vec::with_capacity(batch.len());
-        let mut last: Option<Arc<crate::engine::topics::Topic>> = None;
+    /// The topic of each message of `batch` (looked up once per run of
+    /// one topic), and the names of those that do not exist.
+    fn resolve(&self, batch: &[Message]) -> (Vec<Arc<Topic>>, Vec<String>) {
+        let mut topics: Vec<Arc<Topic>> = Vec::with_capacity(batch.len());
+        let mut missing: Vec<String> = Vec::new();
         for message in batch {
+            let name = message.topic();
+            let same = topics.last().filter(|t| *t.name == *name).cloned();
+            match same.or_else(|| self.engine().topic(name)) {
+                Some(topic) => topics.push(topic),
+                None if !missing.iter().any(|m| m == name) => missing.push(name.to_owned()),
+                None => {}
+            }
+        }
+        (topics, missing)
+    }
+
+    /// The append items of `batch`; topics not there yet are created
+    /// (where allowed) off the async workers.
+    async fn items(&self, batch: Vec<Message>) -> Result<Vec<Item>> {
+        let limit = self.engine().options.max_message_bytes;
+        for message in &batch {
             let size = message.encoded_len();
             if size > limit {
                 return Err(Error::TooLarge { size, limit });
             }
-            let topic = match &last {
-                Some(t) if *t.name == *message.topic() => t.clone(),
-                _ => {
-                    let t = engine.topic_or_create(message.topic(), None)?;
-                    last = Some(t.clone());
-                    t
-                }
-            };
-            let partition = topic.partition_of(message.key());
-            items.push(Item::Message {
+        }
+        let (mut topics, missing) = self.resolve(&batch);
+        if !missing.is_empty() {
+            // Created durably (or found, if created meanwhile), then
+            // looked up again with the rest.
+            self.blocking(move |engine| engine.topics_for(&missing).map(drop))
+                .await?;
+            let (again, gone) = self.resolve(&batch);
+            if let Some(name) = gone.first() {
+                return Err(Error::Rejected(format!(
+                    "topic {name:?} was deleted while sending to it"
+                )));
+            }
+            topics = again;
+        }
+        Ok(batch
+            .into_iter()
+            .zip(topics)
+            .map(|(message, topic)| Item::Message {
+                partition: topic.partition_of(message.key()),
                 topic,
-                partition,
                 message,
                 dedup: true,
                 visible_at_us: None,
-            });
-        }
-        Ok(items)
+            })
+            .collect())
     }
 }
 
@@ -133,7 +189,7 @@ impl Driver for NativeDriver {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let o = &self.inner.engine.options;
+        let o = &self.engine().options;
         let mut caps = Capabilities::minimal();
         caps.delay = Support::Native;
         caps.redelivery_delay = Support::Native;
@@ -150,8 +206,8 @@ impl Driver for NativeDriver {
 
     async fn publish(&self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
         self.check_open()?;
-        let items = self.items(batch)?;
-        durable(self.inner.engine.append(items, false)?).await
+        let items = self.items(batch).await?;
+        durable(self.engine().append(items, false)?).await
     }
 
     async fn begin(&self) -> Result<Box<dyn DriverTransaction>> {
@@ -161,59 +217,56 @@ impl Driver for NativeDriver {
 
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>> {
         self.check_open()?;
-        Ok(Box::new(subscription::NativeSubscription::join(
-            self.clone(),
-            spec,
-        )?))
+        Ok(Box::new(
+            subscription::NativeSubscription::join(self.clone(), spec).await?,
+        ))
     }
 
     async fn ensure_group(&self, topic: &str, group: &str, start: StartFrom) -> Result<()> {
         self.check_open()?;
-        let engine = &self.inner.engine;
-        // Created even with auto_create off, as ensure_topic would: this
-        // is an explicit request, not a first use.
-        let topic = engine.topic_or_create(topic, Some(engine.options.partitions))?;
-        engine.ensure_group(&topic, &Arc::from(group), start);
-        Ok(())
+        let (topic, group) = (topic.to_owned(), Arc::<str>::from(group));
+        self.blocking(move |engine| {
+            // Created even with auto_create off, as ensure_topic would:
+            // this is an explicit request, not a first use.
+            let topic = engine.topic_or_create(&topic, Some(engine.options.partitions))?;
+            engine.ensure_group(&topic, &group, start);
+            Ok(())
+        })
+        .await
     }
 
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
         self.check_open()?;
-        if spec.partitions == 0 {
-            return Err(Error::invalid(
-                PARTITIONS,
-                "0",
-                "a topic needs at least one partition",
-            ));
-        }
-        self.inner
-            .engine
-            .ensure_topic(topic, spec.partitions, spec.retention)?;
-        Ok(())
+        let (topic, partitions, retention) = (topic.to_owned(), spec.partitions, spec.retention);
+        self.blocking(move |engine| {
+            engine.ensure_topic(&topic, partitions, retention)?;
+            Ok(())
+        })
+        .await
     }
 
     async fn delete_topic(&self, topic: &str) -> Result<()> {
         self.check_open()?;
-        self.inner.engine.topics.write().delete(topic)?;
-        Ok(())
+        let topic = topic.to_owned();
+        self.blocking(move |engine| engine.delete_topic(&topic).map(drop))
+            .await
     }
 
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.check_open()?;
-        Ok(self.inner.engine.lag(topic, group))
+        Ok(self.engine().lag(topic, group))
     }
 
     async fn close(&self) -> Result<()> {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let engine = self.inner.engine.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| engine.shutdown())
-            }
-            _ => engine.shutdown(),
-        }
-        Ok(())
+        // The last share drains appends and checkpoints: off the workers.
+        let inner = self.inner.clone();
+        off_runtime(move || {
+            inner.share.release();
+            Ok(())
+        })
+        .await
     }
 }

@@ -26,7 +26,7 @@ impl NativeTransaction {
 impl DriverTransaction for NativeTransaction {
     async fn publish(&mut self, batch: Vec<Message>) -> Result<Vec<Receipt>> {
         self.driver.check_open()?;
-        let items = self.driver.items(batch)?;
+        let items = self.driver.items(batch).await?;
         let receipts = items
             .iter()
             .filter_map(|i| match i {
@@ -53,7 +53,7 @@ impl DriverTransaction for NativeTransaction {
         if self.staged.is_empty() {
             return Ok(());
         }
-        durable(self.driver.inner.engine.append(self.staged, true)?).await?;
+        durable(self.driver.engine().append(self.staged, true)?).await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! and rescans the log from `P`, so a crash costs a rescan of at most one
 //! checkpoint interval of appends.
 
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -76,10 +77,13 @@ impl Engine {
     /// Writes a checkpoint covering everything appended so far.
     pub fn checkpoint(self: &Arc<Self>) -> Result<()> {
         let _one_at_a_time = self.checkpointing.lock();
-        // 1. A consistent cut, taken under the writer lock.
-        let topics = self.topics.read().all();
+        // 1. A consistent cut, taken under the writer lock. The topics
+        // too: one created just before the cut may have records in it,
+        // and a partition the checkpoint does not list is rebuilt from
+        // the cut's position on, past them.
         let (position, parts, delay_cut, dedup_bytes) = {
             let w = self.writer.lock();
+            let topics = self.topics.read().all();
             let mut parts = Vec::new();
             for t in &topics {
                 for (p, part) in t.partitions.iter().enumerate() {
@@ -157,11 +161,17 @@ impl Engine {
             self.delay.lock().index.flushed_to(delay_cut.0);
         }
         // 4. The dedup journal.
+        // Written and fsynced without the dedup lock: sends with
+        // idempotency keys take it under the writer lock.
+        let end = self.dedup.lock().journal_end();
+        if let Some((file, at)) = end.filter(|_| !dedup_bytes.is_empty()) {
+            file.write_all_at(&dedup_bytes, at)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| io_error("writing the dedup journal", e))?;
+            self.dedup.lock().journaled(dedup_bytes.len() as u64);
+        }
         let (dedup_generation, dedup_len, compacted) = {
             let mut dedup = self.dedup.lock();
-            dedup
-                .append_journal(&dedup_bytes)
-                .map_err(|e| io_error("writing the dedup journal", e))?;
             let compacted = dedup
                 .maybe_compact(position)
                 .map_err(|e| io_error("compacting the dedup journal", e))?;

@@ -2,7 +2,6 @@
 //! (and the rebalances that follow), taking records for a member, acks,
 //! nacks, lag.
 
-use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,6 +13,7 @@ use mq_core::driver::{AckToken, PartitionLag, RawDelivery, StartFrom};
 use mq_core::Result;
 
 use super::read::Found;
+use super::saturating_after;
 use super::topics::Topic;
 use super::Engine;
 use crate::log::keys::Keys;
@@ -167,7 +167,7 @@ impl Engine {
                             let (wall_us, now) = (epoch_micros(SystemTime::now()), Instant::now());
                             for (offset, visible_at_us) in left.hidden {
                                 let wait = visible_at_us.saturating_sub(wall_us);
-                                let due = now + Duration::from_micros(wait);
+                                let due = saturating_after(now, Duration::from_micros(wait));
                                 c.hold(offset, due);
                                 next_due = Some(next_due.map_or(due, |d| d.min(due)));
                             }
@@ -288,11 +288,13 @@ impl Engine {
         self.offsets_dirty.store(true, Ordering::Release);
     }
 
-    /// Gives a record back to `group` for redelivery after `after`.
-    pub fn nack(&self, group: &Arc<str>, token: &AckToken, after: std::time::Duration) {
+    /// Gives a record back to `group` for redelivery after `after`
+    /// (saturating: `Duration::MAX` means "not for a century").
+    pub fn nack(&self, group: &Arc<str>, token: &AckToken, after: Duration) {
         let Some(topic) = self.topic_of(token) else {
             return;
         };
+        let due = saturating_after(Instant::now(), after);
         let moved = topic
             .partitions
             .get(token.partition as usize)
@@ -300,11 +302,40 @@ impl Engine {
                 p.cursors
                     .lock()
                     .get_mut(group)
-                    .map(|c| c.give_back(token.offset, Instant::now() + after))
+                    .map(|c| c.give_back(token.offset, due))
             })
             .unwrap_or(false);
         if moved {
             topic.changed.notify_waiters();
+        }
+    }
+
+    /// Takes back records taken but never handed to the consumer (the
+    /// fetch was dropped, or failed part way): offered again at once, and
+    /// the take does not count as a delivery.
+    pub fn untake(&self, group: &Arc<str>, deliveries: &[RawDelivery]) {
+        let now = Instant::now();
+        let mut last: Option<Arc<Topic>> = None;
+        for d in deliveries {
+            let token = &d.token;
+            if !last
+                .as_ref()
+                .is_some_and(|t| Arc::ptr_eq(&t.name, &token.topic))
+            {
+                if let Some(t) = last.take() {
+                    t.changed.notify_waiters();
+                }
+                last = self.topic_of(token);
+            }
+            let Some(topic) = &last else { continue };
+            if let Some(part) = topic.partitions.get(token.partition as usize) {
+                if let Some(c) = part.cursors.lock().get_mut(group) {
+                    c.hold(token.offset, now);
+                }
+            }
+        }
+        if let Some(t) = last {
+            t.changed.notify_waiters();
         }
     }
 
@@ -327,34 +358,5 @@ impl Engine {
                     .with_offsets(end, cursor.map(|c| c.committed().max(start)))
             })
             .collect()
-    }
-
-    /// Topics of a subscription, created when missing and allowed.
-    pub fn topics_for(&self, names: &[String]) -> Result<Vec<Arc<Topic>>> {
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
-        for name in names {
-            if seen.insert(name.clone()) {
-                out.push(self.topic_or_create(name, None)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The topic, created with `partitions` (or the default) when missing and auto-create is on.
-    pub fn topic_or_create(&self, name: &str, partitions: Option<u32>) -> Result<Arc<Topic>> {
-        if let Some(t) = self.topics.read().get(name) {
-            return Ok(t);
-        }
-        if partitions.is_none() && !self.options.auto_create {
-            return Err(mq_core::Error::Rejected(format!(
-                "unknown topic {name:?} (auto_create is off: create it with ensure_topic)"
-            )));
-        }
-        let mut topics = self.topics.write();
-        if let Some(t) = topics.get(name) {
-            return Ok(t);
-        }
-        topics.create(name, partitions.unwrap_or(self.options.partitions), None)
     }
 }

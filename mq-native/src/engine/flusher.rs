@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mq_core::{Error, Result};
 
 use super::writer::{Effect, Pending};
-use super::Engine;
+use super::{saturating_after, Engine};
 use crate::error::BACKEND;
 use crate::options::Fsync;
 
@@ -27,7 +27,7 @@ impl Engine {
                     }
                     match self.options.fsync {
                         Fsync::Interval(every) if w.synced < w.written => {
-                            let due = last_sync + every;
+                            let due = saturating_after(last_sync, every);
                             if Instant::now() >= due {
                                 break;
                             }

@@ -9,7 +9,7 @@ use mq_core::driver::clock::epoch_micros;
 use mq_core::Result;
 
 use super::append::Item;
-use super::Engine;
+use super::{saturating_after, Engine};
 use crate::error::{corrupt, io_error};
 use crate::log::batch::{self, Record};
 use crate::log::LogReader;
@@ -25,7 +25,9 @@ const RETENTION_EVERY: Duration = Duration::from_secs(5);
 
 impl Engine {
     pub(super) fn run_housekeeper(self: Arc<Self>) {
-        let mut next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+        // Saturating: a huge interval from the URL means "only at close".
+        let mut next_checkpoint =
+            saturating_after(Instant::now(), self.options.checkpoint_interval);
         let mut next_retention = Instant::now() + RETENTION_EVERY;
         let mut reader = LogReader::default();
         loop {
@@ -41,7 +43,8 @@ impl Engine {
                 if let Err(e) = self.checkpoint() {
                     tracing::warn!(error = %e, "native engine: checkpoint failed");
                 }
-                next_checkpoint = Instant::now() + self.options.checkpoint_interval;
+                next_checkpoint =
+                    saturating_after(Instant::now(), self.options.checkpoint_interval);
             }
             if now >= next_retention {
                 if let Err(e) = self.enforce_retention() {
@@ -56,7 +59,7 @@ impl Engine {
                     let wait = Duration::from_micros(
                         due.saturating_sub(epoch_micros(SystemTime::now()) + PROMOTE_AHEAD_US),
                     );
-                    wake_at = wake_at.min(Instant::now() + wait);
+                    wake_at = wake_at.min(saturating_after(Instant::now(), wait));
                 }
             }
             let mut woken = self.house.lock();

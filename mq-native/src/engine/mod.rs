@@ -8,9 +8,11 @@ pub mod checkpoint;
 mod consume;
 mod flusher;
 mod housekeeper;
-mod open;
+pub(crate) mod open;
 mod read;
 mod retention;
+mod topic_admin;
+pub mod topic_table;
 pub mod topics;
 pub mod writer;
 
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use mq_core::driver::local_group::Member;
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -29,8 +32,16 @@ use crate::delay::DelayStore;
 use crate::fsutil::DirLock;
 use crate::log::segment::SegmentSet;
 use crate::options::Options;
+use topic_table::{TableWrites, TopicTable};
 use topics::Topics;
 use writer::WriterState;
+
+/// `now + wait`, or a century from now where that would overflow (as
+/// `Duration::MAX` does): a wait from user input or options never panics.
+pub(crate) fn saturating_after(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait).unwrap_or_else(|| now + CENTURY)
+}
 
 /// An open data directory.
 pub struct Engine {
@@ -49,6 +60,10 @@ pub struct Engine {
     pub progress: Condvar,
     /// Every topic.
     pub topics: RwLock<Topics>,
+    /// The durable topic table. Held while a topic change is made durable
+    /// (one at a time), and taken before `topics`, never while holding it,
+    /// so readers of `topics` never wait for an fsync.
+    table: Mutex<TopicTable>,
     /// Idempotency keys.
     pub dedup: Mutex<DedupIndex>,
     /// Delayed messages.
@@ -90,6 +105,11 @@ impl Engine {
     /// A different number each call, to rotate fetch order.
     pub fn next_rotation(&self) -> u64 {
         self.rotation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// What keeping the topic table durable has written since opening.
+    pub fn table_writes(&self) -> TableWrites {
+        self.table.lock().writes()
     }
 
     /// Wakes the housekeeping thread (a delay was scheduled, or shutdown).

@@ -15,6 +15,7 @@ use mq_core::{Error, MessageId, Result};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::checkpoint::Checkpoint;
+use super::topic_table::TopicTable;
 use super::topics::Topics;
 use super::writer::{Pending, WriterState};
 use super::Engine;
@@ -25,12 +26,12 @@ use crate::error::{corrupt, io_error};
 use crate::fsutil::{DirLock, LockError};
 use crate::group::offsets::OffsetsFile;
 use crate::log::batch::{self, Record};
-use crate::log::index::{Entry, IndexFile};
+use crate::log::index::{get_shared, Entry, IndexFile};
 use crate::log::recovery::{scan, Tail};
 use crate::log::segment::SegmentSet;
 use crate::options::Options;
 
-fn path_error(path: &Path, e: &io::Error) -> Error {
+pub(crate) fn path_error(path: &Path, e: &io::Error) -> Error {
     let why = match e.kind() {
         io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => e.to_string(),
@@ -42,7 +43,7 @@ fn path_error(path: &Path, e: &io::Error) -> Error {
 }
 
 /// Makes sure `path` is a usable directory.
-fn prepare_dir(path: &Path) -> Result<()> {
+pub(crate) fn prepare_dir(path: &Path) -> Result<()> {
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => Err(Error::Config(format!(
             "native data path {} is a file, not a directory",
@@ -59,6 +60,8 @@ fn prepare_dir(path: &Path) -> Result<()> {
 impl Engine {
     /// Opens (or creates) the data directory of `options`.
     pub fn open(options: Options) -> Result<Arc<Engine>> {
+        // Options may be built by hand, not only parsed from a URL.
+        options.validate()?;
         let dir = options.path.clone();
         prepare_dir(&dir)?;
         let lock = match DirLock::acquire(&dir) {
@@ -83,7 +86,10 @@ impl Engine {
             .iter()
             .map(|p| ((p.topic, p.partition), (p.entries, p.end)))
             .collect();
-        let topics = Topics::load(&dir, &|t, p| keep.get(&(t, p)).copied().unwrap_or((0, 0)))?;
+        let table = TopicTable::load(&dir)?;
+        let topics = Topics::open(&dir, &table, &|t, p| {
+            keep.get(&(t, p)).copied().unwrap_or((0, 0))
+        })?;
         let delay_path = dir.join("delay.idx");
         let delay_index = IndexFile::open(&delay_path, ckpt.delay.entries)
             .map_err(|e| io_error(format!("opening {}", delay_path.display()), e))?;
@@ -94,7 +100,8 @@ impl Engine {
             wheel: Wheel::new(now),
             unwritten_done: Default::default(),
         };
-        let window_ms = options.dedup_window.as_millis() as u64;
+        // Saturating: a window too long for u64 milliseconds is forever.
+        let window_ms = u64::try_from(options.dedup_window.as_millis()).unwrap_or(u64::MAX);
         let mut dedup = DedupIndex::load(
             &dir,
             window_ms,
@@ -143,8 +150,7 @@ impl Engine {
             for part in &t.partitions {
                 let next = part.next.load(Ordering::Acquire);
                 part.visible.store(next, Ordering::Release);
-                let index = part.index.lock();
-                let start = first_offset_at(&index, log_start)
+                let start = first_offset_at(&part.index, log_start)
                     .map_err(|e| io_error("reading an index", e))?
                     .unwrap_or(next);
                 part.start.store(start, Ordering::Release);
@@ -174,6 +180,7 @@ impl Engine {
             work: Condvar::new(),
             progress: Condvar::new(),
             topics: RwLock::new(topics),
+            table: Mutex::new(table),
             dedup: Mutex::new(dedup),
             delay: Mutex::new(delay),
             house: Mutex::new(false),
@@ -207,17 +214,18 @@ impl Engine {
     }
 }
 
-/// The first offset of a partition whose batch is at or after `log_start`.
-pub(super) fn first_offset_at(index: &IndexFile, log_start: u64) -> io::Result<Option<u64>> {
-    let (mut lo, mut hi) = (0, index.len());
+/// The first offset of a partition whose batch is at or after
+/// `log_start` (reading the index file without holding its lock).
+pub(super) fn first_offset_at(index: &Mutex<IndexFile>, log_start: u64) -> io::Result<Option<u64>> {
+    let (mut lo, mut hi) = (0, index.lock().len());
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        match index.get(mid)? {
+        match get_shared(index, mid)? {
             Some(e) if e.position < log_start => lo = mid + 1,
             _ => hi = mid,
         }
     }
-    Ok(index.get(lo)?.map(|e| e.key))
+    Ok(get_shared(index, lo)?.map(|e| e.key))
 }
 
 /// Applies one batch found past the checkpoint to the in-memory state.
@@ -287,7 +295,7 @@ fn replay(
                     }
                 };
                 if let Some(key) = m.idempotency_key {
-                    if at_ms + window_ms > now_ms {
+                    if at_ms.saturating_add(window_ms) > now_ms {
                         let key =
                             batch::utf8(key).map_err(|e| corrupt(Path::new("log"), position, e))?;
                         dedup.insert(

@@ -12,6 +12,7 @@ use super::topics::Topic;
 use super::Engine;
 use crate::error::{corrupt, io_error};
 use crate::log::batch::{self, MessageRecord};
+use crate::log::index::{find_shared, range_shared};
 use crate::log::keys::Keys;
 use crate::log::LogReader;
 
@@ -58,20 +59,15 @@ impl Engine {
             return Ok(());
         }
         let mut left = max;
-        let mut k = {
-            let index = part.index.lock();
-            if index.is_empty() {
-                return Ok(());
-            }
-            index
-                .find(from, 0)
-                .map_err(|e| io_error(format!("reading the index of {}", topic.name), e))?
-        };
+        if part.index.lock().is_empty() {
+            return Ok(());
+        }
+        // Index reads from the file happen without the index lock, which
+        // appends take under the writer lock.
+        let mut k = find_shared(&part.index, from, 0)
+            .map_err(|e| io_error(format!("reading the index of {}", topic.name), e))?;
         loop {
-            let entries = part
-                .index
-                .lock()
-                .range(k, 64)
+            let entries = range_shared(&part.index, k, 64)
                 .map_err(|e| io_error(format!("reading the index of {}", topic.name), e))?;
             if entries.is_empty() {
                 return Ok(());

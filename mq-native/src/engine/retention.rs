@@ -20,7 +20,10 @@ use super::topics::{Partition, Topic};
 use super::Engine;
 use crate::error::{corrupt, io_error};
 use crate::log::batch;
+use crate::log::index::{find_shared, get_shared};
 use crate::log::LogReader;
+use crate::options::{MAX_PARTITIONS, PARTITIONS_RANGE};
+use mq_core::driver::options::PARTITIONS;
 
 impl Engine {
     /// Creates `name` with `partitions` if it does not exist; with a
@@ -33,12 +36,19 @@ impl Engine {
         partitions: u32,
         retention: Option<Duration>,
     ) -> Result<Arc<Topic>> {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(Error::invalid(
+                PARTITIONS,
+                partitions.to_string(),
+                PARTITIONS_RANGE,
+            ));
+        }
         if let Some(retention) = retention {
             self.check_topic_retention(retention)?;
         }
         let topic = self.topic_or_create(name, Some(partitions))?;
         if let Some(retention) = retention {
-            self.topics.write().set_retention(&topic, retention)?;
+            self.set_topic_retention(&topic, retention)?;
             let _one_at_a_time = self.retaining.lock();
             self.expire_topic(&topic, &mut LogReader::default())?;
         }
@@ -126,9 +136,12 @@ impl Engine {
         }
         if removed {
             let log_start = self.log.first().map_or(0, |s| s.base);
-            for t in self.topics.read().all() {
+            // Listed first: a `for` over the guard would hold the topics
+            // lock across the index reads.
+            let topics = self.topics.read().all();
+            for t in topics {
                 for part in &t.partitions {
-                    let first = super::open::first_offset_at(&part.index.lock(), log_start)
+                    let first = super::open::first_offset_at(&part.index, log_start)
                         .map_err(|e| io_error("reading an index", e))?;
                     advance_start(
                         part,
@@ -144,7 +157,9 @@ impl Engine {
     /// records older than it.
     fn expire_topics(&self) -> Result<()> {
         let mut reader = LogReader::default();
-        for topic in self.topics.read().all() {
+        // Listed first: the topics lock is not held across log reads.
+        let topics = self.topics.read().all();
+        for topic in topics {
             self.expire_topic(&topic, &mut reader)?;
         }
         Ok(())
@@ -154,8 +169,8 @@ impl Engine {
         let Some(retention) = topic.retention() else {
             return Ok(());
         };
-        let cutoff_us =
-            epoch_micros(SystemTime::now()).saturating_sub(retention.as_micros() as u64);
+        let cutoff_us = epoch_micros(SystemTime::now())
+            .saturating_sub(u64::try_from(retention.as_micros()).unwrap_or(u64::MAX));
         let mut moved = false;
         for part in &topic.partitions {
             let start = self.first_kept(topic, part, cutoff_us, reader)?;
@@ -180,13 +195,11 @@ impl Engine {
     ) -> Result<u64> {
         let index_error = |e| io_error(format!("reading the index of {}", topic.name), e);
         let start = part.start.load(Ordering::Acquire);
-        let (mut lo, mut hi) = {
-            let index = part.index.lock();
-            (index.find(start, 0).map_err(index_error)?, index.len())
-        };
+        let mut lo = find_shared(&part.index, start, 0).map_err(index_error)?;
+        let mut hi = part.index.lock().len();
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let Some(entry) = part.index.lock().get(mid).map_err(index_error)? else {
+            let Some(entry) = get_shared(&part.index, mid).map_err(index_error)? else {
                 break;
             };
             let bytes = reader.batch_at(&self.log, entry.position)?;
@@ -199,7 +212,7 @@ impl Engine {
                 hi = mid;
             }
         }
-        let first = part.index.lock().get(lo).map_err(index_error)?;
+        let first = get_shared(&part.index, lo).map_err(index_error)?;
         Ok(first.map_or_else(|| part.visible.load(Ordering::Acquire), |e| e.key))
     }
 }

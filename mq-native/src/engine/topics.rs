@@ -1,4 +1,5 @@
-//! Topics and partitions, and the topic table `topics.json`.
+//! Topics and partitions in memory (the durable table is
+//! [`super::topic_table`]).
 //!
 //! Records name topics by a numeric id that is never reused: deleting a
 //! topic drops its id from the table, so its records left in the log are
@@ -15,9 +16,9 @@ use mq_core::driver::offsets::Cursor;
 use mq_core::driver::partition_for_key;
 use mq_core::Result;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::topic_table::{TopicMeta, TopicTable};
 use crate::error::io_error;
 use crate::log::index::IndexFile;
 
@@ -91,7 +92,8 @@ impl LocalTopic for Topic {
 }
 
 impl Topic {
-    fn open(meta: &TopicMeta, root: &Path, keep: &dyn Fn(u32) -> (u64, u64)) -> Result<Self> {
+    /// Opens (creating where missing) the index files of a topic of the table.
+    pub fn open(meta: &TopicMeta, root: &Path, keep: &dyn Fn(u32) -> (u64, u64)) -> Result<Self> {
         let (id, name, partitions) = (meta.id, meta.name.as_str(), meta.partitions.max(1));
         let dir = root.join(id.to_string());
         std::fs::create_dir_all(&dir)
@@ -131,13 +133,9 @@ impl Topic {
         }
     }
 
-    fn meta(&self) -> TopicMeta {
-        TopicMeta {
-            id: self.id,
-            name: self.name.to_string(),
-            partitions: self.partitions.len() as u32,
-            retention_ms: self.retention().map(|r| r.as_millis() as u64),
-        }
+    /// Sets the topic's own retention (the table holds it durably already).
+    pub fn set_retention_ms(&self, ms: Option<u64>) {
+        self.retention_ms.store(ms.unwrap_or(0), Ordering::Release);
     }
 
     /// The partition for a message: by key hash (the shared stable hash), else round robin.
@@ -150,61 +148,44 @@ impl Topic {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct TopicMeta {
-    id: u32,
-    name: String,
-    partitions: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    retention_ms: Option<u64>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct TopicsFile {
-    next_id: u32,
-    topics: Vec<TopicMeta>,
-}
-
-/// Every topic, by name and by id.
+/// Every topic, by name and by id: the in-memory view of the topic table.
 #[derive(Debug)]
 pub struct Topics {
-    root: PathBuf,
-    file: PathBuf,
     by_name: HashMap<Arc<str>, Arc<Topic>>,
     by_id: HashMap<u32, Arc<Topic>>,
-    next_id: u32,
 }
 
 impl Topics {
-    /// Loads the table in `dir`; `keep(topic, partition)` gives the index
-    /// entries and end offset the checkpoint vouches for.
-    pub fn load(dir: &Path, keep: &dyn Fn(u32, u32) -> (u64, u64)) -> Result<Self> {
-        let root = dir.join("index");
+    /// Opens the topics of `table` with their indexes under `dir/index`;
+    /// `keep(topic, partition)` gives the index entries and end offset the
+    /// checkpoint vouches for. Index directories of topics the table no
+    /// longer has (deleted just before a crash) are removed.
+    pub fn open(
+        dir: &Path,
+        table: &TopicTable,
+        keep: &dyn Fn(u32, u32) -> (u64, u64),
+    ) -> Result<Self> {
+        let root = index_root(dir);
         std::fs::create_dir_all(&root)
             .map_err(|e| io_error(format!("creating {}", root.display()), e))?;
-        let file = dir.join("topics.json");
-        let table: TopicsFile = match crate::fsutil::read_optional(&file)
-            .map_err(|e| io_error(format!("reading {}", file.display()), e))?
-        {
-            None => TopicsFile {
-                next_id: 1,
-                topics: Vec::new(),
-            },
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| crate::error::corrupt(&file, 0, format!("not a topic table: {e}")))?,
-        };
         let mut topics = Topics {
-            root,
-            file,
             by_name: HashMap::new(),
             by_id: HashMap::new(),
-            next_id: table.next_id.max(1),
         };
-        for meta in table.topics {
-            let topic = Arc::new(Topic::open(&meta, &topics.root, &|p| keep(meta.id, p))?);
-            topics.by_name.insert(topic.name.clone(), topic.clone());
-            topics.by_id.insert(meta.id, topic);
-            topics.next_id = topics.next_id.max(meta.id + 1);
+        for meta in table.topics() {
+            let topic = Topic::open(meta, &root, &|p| keep(meta.id, p))?;
+            topics.insert(Arc::new(topic));
+        }
+        let entries = std::fs::read_dir(&root)
+            .map_err(|e| io_error(format!("listing {}", root.display()), e))?;
+        for entry in entries.flatten() {
+            let id = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            if id.is_some_and(|id| table.get(id).is_none()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
         Ok(topics)
     }
@@ -226,71 +207,28 @@ impl Topics {
         all
     }
 
-    /// Creates a topic and makes the table durable before returning.
-    pub fn create(
-        &mut self,
-        name: &str,
-        partitions: u32,
-        retention: Option<Duration>,
-    ) -> Result<Arc<Topic>> {
-        let id = self.next_id;
-        let meta = TopicMeta {
-            id,
-            name: name.to_owned(),
-            partitions,
-            retention_ms: retention.map(retention_ms),
-        };
-        let topic = Arc::new(Topic::open(&meta, &self.root, &|_| (0, 0))?);
-        self.next_id += 1;
+    /// Makes a topic the table holds durably visible.
+    pub fn insert(&mut self, topic: Arc<Topic>) {
         self.by_name.insert(topic.name.clone(), topic.clone());
-        self.by_id.insert(id, topic.clone());
-        if let Err(e) = self.save() {
-            self.by_name.remove(name);
-            self.by_id.remove(&id);
-            return Err(e);
-        }
-        Ok(topic)
+        self.by_id.insert(topic.id, topic);
     }
 
-    /// Changes a topic's own retention and makes the table durable.
-    pub fn set_retention(&mut self, topic: &Topic, retention: Duration) -> Result<()> {
-        let before = topic.retention_ms.load(Ordering::Acquire);
-        let after = retention_ms(retention);
-        if before == after {
-            return Ok(());
-        }
-        topic.retention_ms.store(after, Ordering::Release);
-        self.save().inspect_err(|_| {
-            topic.retention_ms.store(before, Ordering::Release);
-        })
-    }
-
-    /// Deletes a topic: drops it from the table and removes its indexes.
-    pub fn delete(&mut self, name: &str) -> Result<Option<Arc<Topic>>> {
-        let Some(topic) = self.by_name.remove(name) else {
-            return Ok(None);
-        };
+    /// Forgets a topic the table dropped durably.
+    pub fn remove(&mut self, topic: &Topic) {
+        self.by_name.remove(&topic.name);
         self.by_id.remove(&topic.id);
-        self.save()?;
-        topic.deleted.store(true, Ordering::Release);
-        let _ = std::fs::remove_dir_all(&topic.dir);
-        topic.changed.notify_waiters();
-        Ok(Some(topic))
-    }
-
-    fn save(&self) -> Result<()> {
-        let table = TopicsFile {
-            next_id: self.next_id,
-            topics: self.all().iter().map(|t| t.meta()).collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&table)
-            .map_err(|e| crate::error::backend(format!("encoding the topic table: {e}")))?;
-        crate::fsutil::write_atomic(&self.file, &bytes)
-            .map_err(|e| io_error(format!("writing {}", self.file.display()), e))
     }
 }
 
-/// A retention in whole milliseconds, at least 1 (0 means none in the table).
-fn retention_ms(retention: Duration) -> u64 {
-    (retention.as_millis() as u64).max(1)
+/// Where the topics of data directory `dir` keep their index directories.
+pub fn index_root(dir: &Path) -> PathBuf {
+    dir.join("index")
+}
+
+/// A retention in whole milliseconds, at least 1 (none means only the
+/// engine's in the table), saturating where a `Duration` holds more.
+pub fn retention_ms(retention: Duration) -> u64 {
+    u64::try_from(retention.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }

@@ -12,6 +12,12 @@
 //! truncates the file to that count and rebuilds the rest from the log. The
 //! newest entries stay cached in memory; older ones are read from the file,
 //! so memory stays flat however long the log grows.
+//!
+//! A partition index sits behind a lock that appends take under the writer
+//! lock: its readers go through [`get_shared`], [`range_shared`] and
+//! [`find_shared`], which read only the in-memory tail under the lock and
+//! the file (entries that never change while the engine runs) after
+//! releasing it, so a read from disk never holds up a send.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -19,6 +25,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 /// Bytes per entry.
 pub const ENTRY_LEN: u64 = 16;
@@ -187,6 +195,98 @@ impl IndexFile {
     }
 }
 
+/// The entries `[0, len)` of an index that are in its file: they never
+/// change while the engine runs (only reopening truncates a file).
+struct Cold {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl Cold {
+    fn read(&self, from: u64, to: u64) -> io::Result<Vec<Entry>> {
+        let mut raw = vec![0u8; ((to - from) * ENTRY_LEN) as usize];
+        self.file.read_exact_at(&mut raw, from * ENTRY_LEN)?;
+        Ok(raw
+            .chunks_exact(ENTRY_LEN as usize)
+            .map(decode_entry)
+            .collect())
+    }
+
+    fn get(&self, n: u64) -> io::Result<Entry> {
+        let mut raw = [0u8; ENTRY_LEN as usize];
+        self.file.read_exact_at(&mut raw, n * ENTRY_LEN)?;
+        Ok(decode_entry(&raw))
+    }
+}
+
+impl IndexFile {
+    fn cold(&self) -> Cold {
+        Cold {
+            file: self.file.clone(),
+            len: self.tail_base,
+        }
+    }
+}
+
+/// [`IndexFile::get`] reading the file without holding the lock.
+pub fn get_shared(index: &Mutex<IndexFile>, n: u64) -> io::Result<Option<Entry>> {
+    let cold = {
+        let index = index.lock();
+        if n >= index.tail_base {
+            return index.get(n);
+        }
+        index.cold()
+    };
+    cold.get(n).map(Some)
+}
+
+/// [`IndexFile::range`] reading the file without holding the lock.
+pub fn range_shared(index: &Mutex<IndexFile>, n: u64, max: usize) -> io::Result<Vec<Entry>> {
+    let (cold, cold_end, hot) = {
+        let index = index.lock();
+        let end = index.len().min(n.saturating_add(max as u64));
+        let cold_end = end.min(index.tail_base).max(n);
+        let hot: Vec<Entry> = (cold_end..end)
+            .map(|k| index.tail[(k - index.tail_base) as usize])
+            .collect();
+        (index.cold(), cold_end, hot)
+    };
+    let mut out = if n < cold_end {
+        cold.read(n, cold_end)?
+    } else {
+        Vec::new()
+    };
+    out.extend(hot);
+    Ok(out)
+}
+
+/// [`IndexFile::find`] reading the file without holding the lock.
+pub fn find_shared(index: &Mutex<IndexFile>, key: u64, from: u64) -> io::Result<u64> {
+    let cold = {
+        let index = index.lock();
+        // Keys never decrease: when the tail's first is at most `key`, so
+        // is every key in the file, and the answer is in the tail.
+        if index.tail.front().is_some_and(|e| e.key <= key) {
+            return index.find(key, from.max(index.tail_base));
+        }
+        if from >= index.tail_base {
+            return index.find(key, from);
+        }
+        index.cold()
+    };
+    // Entries appended since have larger keys than any wanted offset.
+    let (mut lo, mut hi) = (from, cold.len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if cold.get(mid)?.key <= key {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo.saturating_sub(1).max(from))
+}
+
 /// Writes a flush job and syncs the file.
 pub fn run_flush_job((file, at, bytes): &(Arc<File>, u64, Vec<u8>)) -> io::Result<()> {
     file.write_all_at(bytes, *at)?;
@@ -239,5 +339,60 @@ mod tests {
         assert_eq!(idx.len(), 50);
         assert_eq!(idx.find(255, 0).unwrap(), 25);
         assert_eq!(idx.find(255, 30).unwrap(), 30);
+    }
+
+    #[test]
+    fn shared_reads_match_locked_ones_across_file_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = IndexFile::open(&dir.path().join("0.idx"), 0).unwrap();
+        let n = CACHED as u64 + 4000;
+        let entry = |i: u64| Entry {
+            key: i * 10,
+            position: i * 100,
+        };
+        for i in 0..n {
+            idx.push(entry(i));
+        }
+        run_flush_job(&idx.flush_job(n).unwrap()).unwrap();
+        idx.flushed_to(n);
+        // Some entries only in the file, then flushed ones cached, then unflushed ones.
+        for i in n..n + 10 {
+            idx.push(entry(i));
+        }
+        let cold = idx.tail_base;
+        assert!(cold > 0);
+        let shared = Mutex::new(idx);
+        let at = [
+            0,
+            1,
+            cold - 1,
+            cold,
+            cold + 1,
+            n - 1,
+            n,
+            n + 9,
+            n + 10,
+            n + 50,
+        ];
+        for &k in &at {
+            for key in [k * 10, k * 10 + 5] {
+                for &from in &at {
+                    let want = shared.lock().find(key, from).unwrap();
+                    assert_eq!(
+                        find_shared(&shared, key, from).unwrap(),
+                        want,
+                        "{key} {from}"
+                    );
+                }
+            }
+            assert_eq!(
+                get_shared(&shared, k).unwrap(),
+                shared.lock().get(k).unwrap()
+            );
+            for max in [1, 4, 64] {
+                let want = shared.lock().range(k, max).unwrap();
+                assert_eq!(range_shared(&shared, k, max).unwrap(), want, "{k} {max}");
+            }
+        }
     }
 }

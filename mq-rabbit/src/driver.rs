@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
-    SubscribeSpec, Support, TopicSpec,
+    AdminSupport, Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag,
+    ResetTo, StartFrom, SubscribeSpec, Support, TopicSpec,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 
@@ -106,6 +106,11 @@ impl Driver for RabbitDriver {
         capabilities.retains_before_group = false;
         capabilities.names = names::rules();
         capabilities.max_message_bytes = self.inner.options.max_message_bytes;
+        // Only a reset to the end (a purge) is possible over AMQP without
+        // the management plugin; see `admin` for why the rest is not.
+        let mut admin = AdminSupport::NONE;
+        admin.reset_group = Support::Native;
+        capabilities.admin = admin;
         capabilities
     }
 
@@ -170,6 +175,11 @@ impl Driver for RabbitDriver {
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.check_open()?;
         self.inner.topology.lag(topic, group).await
+    }
+
+    async fn reset_group(&self, topic: &str, group: &str, to: ResetTo) -> Result<()> {
+        self.check_open()?;
+        self.inner.topology.reset_group(topic, group, to).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -128,6 +128,12 @@
 //!   deliveries from a lost channel are void: the broker redelivers those
 //!   messages, in order.
 //! - **Idempotent publish** is unsupported (the core refuses idempotency keys).
+//! - **Admin**: [`Admin::reset_group`](mq_core::Admin::reset_group) to
+//!   `Latest` purges the group's shard queues (refused while they have
+//!   consumers); resetting to an earlier message, browsing and listing
+//!   topics or groups are unsupported: AMQP 0-9-1 cannot enumerate queues,
+//!   and reading a quorum queue without consuming it reorders it and
+//!   counts deliveries towards its limit.
 //!
 //! ## Options
 //!
@@ -142,6 +148,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod codec;
 mod connection;
 mod driver;

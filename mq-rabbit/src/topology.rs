@@ -76,7 +76,8 @@ impl Topology {
         }
     }
 
-    async fn control(&self) -> Result<Channel> {
+    /// The channel for declarations (and purges), opened again when closed.
+    pub(crate) async fn control(&self) -> Result<Channel> {
         let mut control = self.control.lock().await;
         if let Some(channel) = control.as_ref() {
             if channel.status().connected() {
@@ -178,7 +179,7 @@ impl Topology {
     }
 
     /// Reads the shard count of `topic` from its marker queue.
-    async fn read_shards(&self, topic: &str) -> Result<Option<u32>> {
+    pub(crate) async fn read_shards(&self, topic: &str) -> Result<Option<u32>> {
         let marker = names::shards_marker(topic);
         let context = format!("reading the shard count of {topic}");
         for _ in 0..20 {

@@ -213,6 +213,21 @@ pub(crate) fn array_of(value: &Value) -> Option<&[Value]> {
     }
 }
 
+/// Name/value pairs of an `XINFO` record (flat array or map).
+pub(crate) fn fields(v: &Value) -> Vec<(&[u8], &Value)> {
+    match v {
+        Value::Map(items) => items
+            .iter()
+            .filter_map(|(k, v)| Some((bytes_of(k)?, v)))
+            .collect(),
+        other => array_of(other)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .filter_map(|c| Some((bytes_of(&c[0])?, &c[1])))
+            .collect(),
+    }
+}
+
 /// Where a read entry came from.
 pub(crate) struct Origin<'a> {
     pub(crate) topic: &'a Arc<str>,

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, NameRules, PartitionLag,
-    StartFrom, SubscribeSpec, Support, TopicSpec,
+    AdminSupport, BrowseSpec, BrowsedMessage, Capabilities, Driver, DriverSubscription,
+    DriverTransaction, NameRules, PartitionLag, ResetTo, StartFrom, SubscribeSpec, Support,
+    TopicInfo, TopicSpec,
 };
 use mq_core::{Config, Message, Receipt, Result};
 use redis::Value;
 
-use crate::codec::{array_of, bytes_of, int_of, text_of, EntryId};
+use crate::codec::{array_of, bytes_of, fields, int_of, text_of, EntryId};
 use crate::connection::Inner;
 use crate::error::{map, unexpected};
 use crate::subscription::RedisSubscription;
@@ -77,6 +78,9 @@ impl Driver for RedisDriver {
         // Keys take any name, but a brace would break the `{topic}` hash
         // tag: the rules of user names keep internal names plain.
         caps.names = NameRules::default();
+        // Every admin operation maps to Redis commands; browsing from an
+        // offset other than 0 is the exception (see `admin`): Redis has none.
+        caps.admin = AdminSupport::ALL;
         caps.max_message_bytes = self.inner.max_message_bytes;
         caps.delay_precision = o.delay_poll + Duration::from_millis(50);
         caps.max_delay = Duration::from_secs(365 * 24 * 3600);
@@ -152,14 +156,7 @@ impl Driver for RedisDriver {
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.inner.check_open()?;
         let inner = &self.inner;
-        let partitions: Option<u32> = redis::cmd("HGET")
-            .arg(inner.keys.meta(topic))
-            .arg("partitions")
-            .query_async::<Option<String>>(&mut inner.conn())
-            .await
-            .map_err(|e| map(e, "lag"))?
-            .and_then(|p| p.parse().ok());
-        let Some(partitions) = partitions else {
+        let Some(partitions) = inner.partitions_of(topic, "lag").await? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::with_capacity(partitions as usize);
@@ -171,6 +168,26 @@ impl Driver for RedisDriver {
             ));
         }
         Ok(out)
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.inner.check_open()?;
+        self.inner.list_topics().await
+    }
+
+    async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.inner.check_open()?;
+        self.inner.list_groups(topic).await
+    }
+
+    async fn browse(&self, topic: &str, spec: &BrowseSpec) -> Result<Vec<BrowsedMessage>> {
+        self.inner.check_open()?;
+        self.inner.browse(topic, spec).await
+    }
+
+    async fn reset_group(&self, topic: &str, group: &str, to: ResetTo) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.reset_group(topic, group, to).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -253,19 +270,4 @@ async fn partition_lag(inner: &Inner, stream: &str, group: &str) -> Result<u64> 
         from = format!("({id}");
     }
     Ok(unread + pending)
-}
-
-/// Name/value pairs of an `XINFO` record (flat array or map).
-fn fields(v: &Value) -> Vec<(&[u8], &Value)> {
-    match v {
-        Value::Map(items) => items
-            .iter()
-            .filter_map(|(k, v)| Some((bytes_of(k)?, v)))
-            .collect(),
-        other => array_of(other)
-            .unwrap_or_default()
-            .chunks_exact(2)
-            .filter_map(|c| Some((bytes_of(&c[0])?, &c[1])))
-            .collect(),
-    }
 }

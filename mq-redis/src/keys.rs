@@ -65,6 +65,22 @@ impl Keys {
         format!("{}{{{topic}}}:*", escape_glob(&self.prefix))
     }
 
+    /// A pattern matching the settings hash of every topic (for listing).
+    pub(crate) fn meta_pattern(&self) -> String {
+        format!("{}{{*}}:meta", escape_glob(&self.prefix))
+    }
+
+    /// The topic whose settings hash `key` is. `None` for any other key
+    /// the pattern matched: an idempotency key may hold `}:meta`, but no
+    /// topic name holds a brace.
+    pub(crate) fn topic_of_meta<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let topic = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('{')?
+            .strip_suffix("}:meta")?;
+        (!topic.is_empty() && !topic.contains(['{', '}'])).then_some(topic)
+    }
+
     /// Sorted set of topics with delayed messages, scored by their earliest due time.
     pub(crate) fn delay_index(&self) -> String {
         format!("{}delay-index", self.prefix)
@@ -94,5 +110,15 @@ mod tests {
         assert_eq!(k.lock("orders", "billing", 1), "mq:{orders}:lock:billing:1");
         assert_eq!(k.topic_pattern("orders"), "mq:{orders}:*");
         assert_eq!(Keys::new("a*b").topic_pattern("t"), "a\\*b:{t}:*");
+    }
+
+    #[test]
+    fn settings_keys_name_their_topic() {
+        let k = Keys::new("mq");
+        assert_eq!(k.meta_pattern(), "mq:{*}:meta");
+        assert_eq!(k.topic_of_meta(&k.meta("orders.v2")), Some("orders.v2"));
+        assert_eq!(k.topic_of_meta("mq:{t}:idem:x}:meta"), None);
+        assert_eq!(k.topic_of_meta("mq:{}:meta"), None);
+        assert_eq!(k.topic_of_meta("other:{t}:meta"), None);
     }
 }

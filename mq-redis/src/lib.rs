@@ -68,6 +68,16 @@
 //! streams keep their entries, a group created later from the earliest
 //! message reads everything they hold.
 //!
+//! ## Admin
+//!
+//! Every admin operation is native. Topics are listed from their settings
+//! hashes (`SCAN`), groups with `XINFO GROUPS`; browsing is `XRANGE` /
+//! `XREVRANGE`. Redis has no offsets, so browsed messages carry none, and
+//! browsing from an offset works from `0` (the oldest entry) only; from a
+//! time it starts at that millisecond's entry ids. Resetting a group acks
+//! what it has pending and moves it with `XGROUP SETID`; it is refused
+//! while the group has a member with a live lease.
+//!
 //! ## Options
 //!
 //! `partitions` (4), `block` (2s), `claim_idle` (10s), `delay_poll` (50ms),
@@ -78,6 +88,7 @@
 
 #![warn(missing_docs)]
 
+mod admin;
 mod codec;
 mod config;
 mod connection;

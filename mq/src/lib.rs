@@ -47,6 +47,11 @@
 
 pub use mq_core::*;
 
+/// The outbox, its relay and the inbox on SQLite or PostgreSQL (features
+/// `outbox-sqlite`, `outbox-postgres`): see [`mq_outbox`].
+#[cfg(any(feature = "outbox-sqlite", feature = "outbox-postgres"))]
+pub use mq_outbox as outbox;
+
 /// Something [`connect`] accepts: a URL string or a [`Config`].
 pub trait IntoConfig {
     /// Converts into a [`Config`].
@@ -106,7 +111,12 @@ async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Drive
             #[cfg(not(feature = "native"))]
             return feature_off(config, "native");
         }
-        "kafka" => not_yet_available(config, "kafka", cfg!(feature = "kafka")),
+        "kafka" => {
+            #[cfg(feature = "kafka")]
+            return Ok(std::sync::Arc::new(mq_kafka::KafkaDriver::connect(config).await?));
+            #[cfg(not(feature = "kafka"))]
+            return feature_off(config, "kafka");
+        }
         "amqp" | "amqps" => {
             #[cfg(feature = "rabbit")]
             return Ok(std::sync::Arc::new(mq_rabbit::RabbitDriver::connect(config).await?));

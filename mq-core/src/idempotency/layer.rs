@@ -66,8 +66,23 @@ struct Dedup {
     config: DedupLayer,
 }
 
-/// The dedup key of a delivery: its idempotency key, else its id.
-pub(crate) fn dedup_key(delivery: &Delivery) -> String {
+/// The dedup key of a delivery: its idempotency key, else its id. Every
+/// [`DedupStore`](super::DedupStore) user keys by it, so stores can be
+/// shared (the SQL inbox and [`DedupLayer`] use one table).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> mq_core::Result<()> {
+/// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+/// use mq_core::{idempotency::dedup_key, Message};
+/// client.producer().send(Message::new("orders", "x").with_idempotency_key("o-1")).await?;
+/// let mut orders = client.consumer("orders", "billing").subscribe().await?;
+/// let delivery = futures::StreamExt::next(&mut orders).await.unwrap()?;
+/// assert_eq!(dedup_key(&delivery), "k:o-1");
+/// delivery.ack().await?;
+/// # Ok(()) }
+/// ```
+pub fn dedup_key(delivery: &Delivery) -> String {
     match delivery.message().idempotency_key() {
         Some(key) => format!("k:{key}"),
         None => format!(

@@ -8,5 +8,5 @@
 mod layer;
 mod store;
 
-pub use layer::DedupLayer;
+pub use layer::{dedup_key, DedupLayer};
 pub use store::{Claim, DedupStore, MemoryDedupStore};

@@ -70,12 +70,19 @@ async fn main() -> Result<(), Error> {
     let outbox = PgOutbox::new(pool.clone());
     outbox.migrate().await?;
     let dir = tempfile::tempdir()?;
-    let config = Config::from_url(&format!("native://{}", dir.path().display()))?;
-    let client = Client::new(mq_native::NativeDriver::open(&config).await?);
+    // The backend relayed to: a native log by default, or the Redis of
+    // `MQ_OUTBOX_BENCH_REDIS` (a redis:// URL).
+    let client = match std::env::var("MQ_OUTBOX_BENCH_REDIS") {
+        Ok(url) => Client::new(mq_redis::RedisDriver::connect(&Config::from_url(&url)?).await?),
+        Err(_) => {
+            let config = Config::from_url(&format!("native://{}", dir.path().display()))?;
+            Client::new(mq_native::NativeDriver::open(&config).await?)
+        }
+    };
     println!(
-        "database {} (dropped at the end), native log in {}",
+        "database {} (dropped at the end), relaying to {}",
         options.to_url_lossy(),
-        dir.path().display()
+        client.backend()
     );
 
     let mut rows = Vec::new();

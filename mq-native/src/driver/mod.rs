@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, PartitionLag, StartFrom,
-    SubscribeSpec, Support, TopicSpec,
+    AdminSupport, BrowseSpec, BrowsedMessage, Capabilities, Driver, DriverSubscription,
+    DriverTransaction, PartitionLag, ResetTo, StartFrom, SubscribeSpec, Support, TopicInfo,
+    TopicSpec,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 
@@ -198,6 +199,7 @@ impl Driver for NativeDriver {
         caps.topic_retention = Support::Native;
         // A log: records stay for groups created after them.
         caps.retains_before_group = true;
+        caps.admin = AdminSupport::ALL;
         caps.max_message_bytes = o.max_message_bytes;
         caps.delay_precision = Duration::from_millis(10);
         caps.max_delay = Duration::from_secs(365 * 24 * 3600);
@@ -255,6 +257,32 @@ impl Driver for NativeDriver {
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.check_open()?;
         Ok(self.engine().lag(topic, group))
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.check_open()?;
+        Ok(self.engine().topic_infos())
+    }
+
+    async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.check_open()?;
+        Ok(self.engine().groups_of(topic))
+    }
+
+    async fn browse(&self, topic: &str, spec: &BrowseSpec) -> Result<Vec<BrowsedMessage>> {
+        self.check_open()?;
+        let (topic, spec) = (topic.to_owned(), *spec);
+        // Reads the log, as a fetch does: off the workers.
+        self.blocking(move |engine| engine.browse(&topic, &spec))
+            .await
+    }
+
+    async fn reset_group(&self, topic: &str, group: &str, to: ResetTo) -> Result<()> {
+        self.check_open()?;
+        let (topic, group) = (topic.to_owned(), group.to_owned());
+        // Reads the log (by time) and fsyncs the offsets: off the workers.
+        self.blocking(move |engine| engine.reset_group(&topic, &group, to))
+            .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -205,7 +205,12 @@ impl Engine {
     }
 
     /// Writes `offsets.json` if any cursor changed since the last save.
+    /// Once it returns `Ok`, every cursor change made before the call is
+    /// durable: a save racing it either covers the change (it cleared the
+    /// dirty flag after the change set it) and finished under the lock
+    /// first, or failed and set the flag again for this one.
     pub fn save_offsets(&self) -> Result<()> {
+        let _one_at_a_time = self.saving_offsets.lock();
         if !self.offsets_dirty.swap(false, Ordering::AcqRel) {
             return Ok(());
         }

@@ -3,6 +3,7 @@
 //! thread (group commit) and a housekeeping thread (delays, checkpoints,
 //! retention).
 
+mod admin;
 mod append;
 pub mod checkpoint;
 mod consume;
@@ -71,6 +72,9 @@ pub struct Engine {
     house: Mutex<bool>,
     house_cv: Condvar,
     checkpointing: Mutex<()>,
+    /// Held while `offsets.json` is written: checkpoints and group resets
+    /// both write it, through one temp file.
+    saving_offsets: Mutex<()>,
     /// Held while retention runs: expiring a topic reads batches a
     /// concurrent segment deletion could remove.
     retaining: Mutex<()>,

@@ -186,6 +186,7 @@ impl Engine {
             house: Mutex::new(false),
             house_cv: Condvar::new(),
             checkpointing: Mutex::new(()),
+            saving_offsets: Mutex::new(()),
             retaining: Mutex::new(()),
             checkpoint_position: AtomicU64::new(ckpt.position),
             offsets_dirty: AtomicBool::new(false),

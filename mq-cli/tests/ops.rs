@@ -1,102 +1,22 @@
 //! The operations commands end to end: the built `mq` binary against a
-//! real Redis (`MQ_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`)
-//! and against native in a temporary directory. Topic names are unique to
-//! the run. Without Redis the test skips, printing why, unless
-//! `MQ_REQUIRE_BROKERS=1`; native skips while it lists no topics or groups.
+//! real Redis (`MQ_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`), a
+//! real RabbitMQ (`MQ_TEST_AMQP_URL`), a real Kafka-protocol broker
+//! (`MQ_TEST_KAFKA_URL`), a real RocketMQ (`MQ_TEST_ROCKETMQ_URL`, default
+//! `rocketmq://127.0.0.1:9876`) and against native in a temporary
+//! directory. Topic names are unique to the run. Without a broker its test
+//! skips, printing why, unless `MQ_REQUIRE_BROKERS=1`; native skips while
+//! it lists no topics or groups. Where a backend lacks an admin operation
+//! (RabbitMQ lists no topics or groups over AMQP), its command must fail
+//! saying so and naming the backend.
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{finish, json_lines, skip_without_broker, unique, Mq, COMMAND_LIMIT};
 use mq::driver::Support;
 use mq::{handler_fn, Delivery, HandlerError, Message, StartFrom};
 use serde_json::Value;
-
-/// Longest any one command may run.
-const COMMAND_LIMIT: Duration = Duration::from_secs(60);
-
-/// The `mq` binary on one backend.
-struct Mq {
-    url: String,
-}
-
-/// What a finished command printed.
-struct Run {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Mq {
-    /// Starts `mq --url URL --format json ARGS`, with `stdin` piped in.
-    fn spawn(&self, args: &[&str], stdin: &str) -> Child {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mq"))
-            .args(["--url", &self.url, "--format", "json"])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start mq");
-        let mut input = child.stdin.take().expect("stdin");
-        input.write_all(stdin.as_bytes()).expect("write stdin");
-        child
-    }
-
-    /// Runs a command to its end and returns its JSON lines, failing the
-    /// test when it fails.
-    fn json(&self, args: &[&str], stdin: &str) -> Vec<Value> {
-        let run = finish(self.spawn(args, stdin), args, || false);
-        assert!(run.success, "mq {args:?} failed: {}", run.stderr);
-        json_lines(&run.stdout)
-    }
-}
-
-/// Waits for `child` (up to [`COMMAND_LIMIT`]), calling `meanwhile` every
-/// few milliseconds; kills it at the limit and fails the test.
-fn finish(mut child: Child, args: &[&str], mut meanwhile: impl FnMut() -> bool) -> Run {
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    // Read while it runs, so a full pipe never blocks it.
-    let out = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        text
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let deadline = Instant::now() + COMMAND_LIMIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for mq") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "mq {args:?} ran over {COMMAND_LIMIT:?}: {}",
-                err.join().unwrap_or_default()
-            );
-        }
-        if !meanwhile() {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    Run {
-        success: status.success(),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
-}
-
-fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect()
-}
 
 fn strings<'a>(rows: &'a [Value], field: &str) -> Vec<&'a str> {
     let mut values: Vec<&str> = rows.iter().filter_map(|r| r[field].as_str()).collect();
@@ -108,16 +28,11 @@ fn total_lag(rows: &[Value]) -> u64 {
     rows.iter().filter_map(|r| r["lag"].as_u64()).sum()
 }
 
-/// A name unique to this run.
-fn unique(what: &str) -> String {
-    format!("cli-{what}-{}", uuid::Uuid::now_v7().simple())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operations_on_redis() {
-    let url =
-        std::env::var("MQ_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let reachable = tokio::time::timeout(Duration::from_secs(10), mq::connect(url.as_str())).await;
+/// Every command on the broker named by `env` (or `default`); skips
+/// without it, printing why, unless `MQ_REQUIRE_BROKERS=1`.
+async fn on_broker(env: &str, default: &str) {
+    let url = std::env::var(env).unwrap_or_else(|_| default.into());
+    let reachable = tokio::time::timeout(Duration::from_secs(20), mq::connect(url.as_str())).await;
     match reachable {
         Ok(Ok(client)) => client.close().await.expect("close"),
         Ok(Err(e)) => return skip_without_broker(&url, &e.to_string()),
@@ -126,11 +41,28 @@ async fn operations_on_redis() {
     exercise(&url, true).await;
 }
 
-fn skip_without_broker(url: &str, why: &str) {
-    if std::env::var("MQ_REQUIRE_BROKERS").is_ok_and(|v| v == "1") {
-        panic!("MQ_REQUIRE_BROKERS=1 but {url} is unreachable: {why}");
-    }
-    eprintln!("SKIPPED: no broker at {url} ({why})");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_on_redis() {
+    on_broker("MQ_TEST_REDIS_URL", "redis://127.0.0.1:6379/0").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_on_rabbitmq() {
+    on_broker("MQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_on_kafka() {
+    on_broker(
+        "MQ_TEST_KAFKA_URL",
+        "kafka://127.0.0.1:9092?assignment=roundrobin",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operations_on_rocketmq() {
+    on_broker("MQ_TEST_ROCKETMQ_URL", "rocketmq://127.0.0.1:9876").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,9 +89,26 @@ async fn exercise(url: &str, shared: bool) {
     let mq = Mq {
         url: url.to_owned(),
     };
+    let client = mq::connect(url).await.expect("connect");
+    let capabilities = client.capabilities();
+    let backend = client.backend();
+    let lists_topics = capabilities.admin.list_topics != Support::Unsupported;
+    let lists_groups = capabilities.admin.list_groups != Support::Unsupported;
+    client.close().await.expect("close");
     let topic = unique("t");
     let group = unique("g");
     mq.json(&["topics", "create", &topic, "--partitions", "2"], "");
+    // A broker that keeps nothing for a group before it exists (RabbitMQ)
+    // gets the group first, as its users declare queues before producing.
+    if !capabilities.retains_before_group {
+        let client = mq::connect(url).await.expect("connect");
+        client
+            .admin()
+            .ensure_group(&topic, &group, StartFrom::Earliest)
+            .await
+            .expect("ensure_group");
+        client.close().await.expect("close");
+    }
 
     let sent = mq.json(&["produce", &topic], "m0\nm1\n\nm2\n");
     assert_eq!(sent.len(), 3, "{sent:?}");
@@ -171,13 +120,17 @@ async fn exercise(url: &str, shared: bool) {
         );
         assert!(receipt["id"].as_str().is_some_and(|id| !id.is_empty()));
     }
-    let topics = mq.json(&["topics"], "");
-    assert!(
-        topics
-            .iter()
-            .any(|t| t["topic"] == topic.as_str() && t["partitions"] == 2),
-        "{topics:?}"
-    );
+    if lists_topics {
+        let topics = mq.json(&["topics"], "");
+        assert!(
+            topics
+                .iter()
+                .any(|t| t["topic"] == topic.as_str() && t["partitions"] == 2),
+            "{topics:?}"
+        );
+    } else {
+        refused(&mq, &["topics"], backend);
+    }
 
     let consume = ["consume", &topic, "--group", &group, "--follow", "--max"];
     let first = mq.json(&[&consume[..], &["2"]].concat(), "");
@@ -187,13 +140,17 @@ async fn exercise(url: &str, shared: bool) {
         assert_eq!(line["attempt"], 1);
         assert_eq!(line["payload_utf8"], true);
     }
-    let groups = mq.json(&["groups", &topic], "");
-    assert!(
-        groups
-            .iter()
-            .any(|g| g["group"] == group.as_str() && g["lag"] == 1),
-        "{groups:?}"
-    );
+    if lists_groups {
+        let groups = mq.json(&["groups", &topic], "");
+        assert!(
+            groups
+                .iter()
+                .any(|g| g["group"] == group.as_str() && g["lag"] == 1),
+            "{groups:?}"
+        );
+    } else {
+        refused(&mq, &["groups", &topic], backend);
+    }
     let lag = mq.json(&["lag", &topic, &group], "");
     assert_eq!(total_lag(&lag), 1, "{lag:?}");
     assert!(lag.iter().all(|r| r["group"] == group.as_str()), "{lag:?}");
@@ -206,6 +163,27 @@ async fn exercise(url: &str, shared: bool) {
     assert!(none.is_empty(), "consumed twice: {none:?}");
     assert_eq!(total_lag(&mq.json(&["lag", &topic, &group], "")), 0);
 
+    let grows = capabilities.partition_growth == Support::Native;
+    let grown = mq.run(&["topics", "partitions", &topic, "4"]);
+    if grows {
+        assert!(grown.success, "{}", grown.stderr);
+        assert!(grown.stderr.contains("per-key order"), "{}", grown.stderr);
+        let topics = mq.json(&["topics"], "");
+        assert!(
+            topics
+                .iter()
+                .any(|t| t["topic"] == topic.as_str() && t["partitions"] == 4),
+            "{topics:?}"
+        );
+    } else {
+        assert!(!grown.success);
+        assert!(
+            grown.stderr.contains("adding partitions"),
+            "{}",
+            grown.stderr
+        );
+    }
+
     let (dead, dlq) = dead_letters(&mq).await;
     if shared {
         tail(&mq, &topic).await;
@@ -213,10 +191,24 @@ async fn exercise(url: &str, shared: bool) {
     for t in [&topic, &dead, &dlq] {
         mq.json(&["topics", "delete", t], "");
     }
-    let topics = mq.json(&["topics"], "");
+    if lists_topics {
+        let topics = mq.json(&["topics"], "");
+        assert!(
+            !topics.iter().any(|t| t["topic"] == topic.as_str()),
+            "{topics:?}"
+        );
+    }
+}
+
+/// `args` fails on a backend without the operation, saying it is not
+/// supported and naming `backend`.
+fn refused(mq: &Mq, args: &[&str], backend: &str) {
+    let run = mq.run(args);
+    assert!(!run.success, "mq {args:?} succeeded on {backend}");
     assert!(
-        !topics.iter().any(|t| t["topic"] == topic.as_str()),
-        "{topics:?}"
+        run.stderr.contains("not supported") && run.stderr.contains(backend),
+        "mq {args:?} on {backend}: {}",
+        run.stderr
     );
 }
 

@@ -55,15 +55,33 @@ impl Config {
     /// may list several hosts (`kafka://a:9092,b:9092`); see
     /// [`hosts`](Self::hosts).
     pub fn from_url(text: &str) -> Result<Self> {
-        let (single, more_hosts) = split_hosts(text);
-        if let Some(bad) = more_hosts
-            .iter()
-            .find(|host| host.is_empty() || Url::parse(&format!("x://{host}")).is_err())
-        {
-            return Err(Error::Config(format!(
-                "cannot parse URL {}: {bad:?} is not a host[:port]",
-                redact_text(text)
-            )));
+        // The hosts are split from the text as the URL parser reads it:
+        // without leading and trailing control characters and spaces, and
+        // without tabs and newlines anywhere.
+        let seen: String = text
+            .trim_matches(|c: char| c <= ' ')
+            .chars()
+            .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+            .collect();
+        let (single, listed) = split_hosts(&seen);
+        let mut more_hosts = Vec::with_capacity(listed.len());
+        for host in listed {
+            // Kept as the URL parser reads it, like the first host, so the
+            // config prints as a URL that parses back to the same hosts.
+            let parsed = Url::parse(&format!("x://{host}")).ok();
+            match parsed
+                .as_ref()
+                .and_then(host_port)
+                .filter(|_| !host.is_empty())
+            {
+                Some(host) => more_hosts.push(host),
+                None => {
+                    return Err(Error::Config(format!(
+                        "cannot parse URL {}: {host:?} is not a host[:port]",
+                        redact_text(text)
+                    )))
+                }
+            }
         }
         let mut url = Url::parse(&single)
             .map_err(|e| Error::Config(format!("cannot parse URL {}: {e}", redact_text(text))))?;
@@ -160,12 +178,7 @@ impl Config {
     /// assert_eq!(cfg.to_string(), "kafka://a:9092,b:9093,c");
     /// ```
     pub fn hosts(&self) -> Vec<String> {
-        let first = match (self.url.host_str(), self.url.port()) {
-            (Some(host), Some(port)) => Some(format!("{host}:{port}")),
-            (Some(host), None) => Some(host.to_owned()),
-            (None, _) => None,
-        };
-        first
+        host_port(&self.url)
             .into_iter()
             .chain(self.more_hosts.iter().cloned())
             .collect()
@@ -253,10 +266,29 @@ impl fmt::Display for Config {
     }
 }
 
+/// A URL's `host:port` (the port only where it has one).
+fn host_port(url: &Url) -> Option<String> {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => Some(format!("{host}:{port}")),
+        (Some(host), None) => Some(host.to_owned()),
+        (None, _) => None,
+    }
+}
+
 /// Where the authority of URL-like text ends (the index of the `/`, `?` or
-/// `#` after it, or the length), when the text has one.
+/// `#` after it, or the length), when the text has one: after a `://`
+/// that ends a scheme. A `://` further on, in a path or a query, starts
+/// no authority, and a host list taken from there was read into a URL
+/// without one.
 fn authority_end(text: &str) -> Option<usize> {
-    let start = text.find("://")? + 3;
+    let scheme_end = text.find("://")?;
+    let mut scheme = text[..scheme_end].chars();
+    let is_scheme = scheme.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && scheme.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme {
+        return None;
+    }
+    let start = scheme_end + 3;
     Some(
         start
             + text[start..]
@@ -266,7 +298,8 @@ fn authority_end(text: &str) -> Option<usize> {
 }
 
 /// Splits `scheme://user@a:1,b:2/path` into `scheme://user@a:1/path` and
-/// the further hosts `["b:2"]`.
+/// the further hosts `["b:2"]`. `;` separates hosts too, as RocketMQ
+/// writes name-server lists.
 fn split_hosts(text: &str) -> (String, Vec<String>) {
     let Some(end) = authority_end(text) else {
         return (text.to_owned(), Vec::new());
@@ -274,7 +307,7 @@ fn split_hosts(text: &str) -> (String, Vec<String>) {
     let start = text.find("://").map_or(0, |i| i + 3);
     let authority = &text[start..end];
     let hosts_start = authority.rfind('@').map_or(0, |at| at + 1);
-    let mut hosts = authority[hosts_start..].split(',');
+    let mut hosts = authority[hosts_start..].split([',', ';']);
     let first = hosts.next().unwrap_or_default();
     let more: Vec<String> = hosts.map(str::to_owned).collect();
     if more.is_empty() {
@@ -496,6 +529,8 @@ mod tests {
     fn host_lists() {
         let cfg = Config::from_url("kafka://u:pw@a:1,b:2/x?acks=all").unwrap();
         assert_eq!(cfg.hosts(), ["a:1", "b:2"]);
+        let rocket: Config = "rocketmq://n1:9876;n2:9876".parse().unwrap();
+        assert_eq!(rocket.hosts(), ["n1:9876", "n2:9876"]);
         assert_eq!(cfg.to_string(), "kafka://u:***@a:1,b:2/x?acks=all");
         assert_eq!(
             Config::from_url("memory://").unwrap().hosts(),

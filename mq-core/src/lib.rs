@@ -50,11 +50,12 @@ pub mod telemetry;
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
 pub use client::{
-    Admin, Client, Coalescing, ConsumerBuilder, DeadLetterView, Producer, RedriveOptions,
-    RedriveReport, Subscription, Transaction,
+    checker_fn, Admin, Client, Coalescing, ConsumerBuilder, DeadLetterView, HalfMessage,
+    HalfProducer, HalfProducerBuilder, Producer, RedriveOptions, RedriveReport, Subscription,
+    Transaction, TransactionChecker,
 };
 pub use config::Config;
-pub use driver::{Capabilities, StartFrom, Support, TopicSpec};
+pub use driver::{Capabilities, HalfOutcome, StartFrom, Support, TopicSpec};
 pub use error::{Error, Result};
 pub use message::{DeadLetterInfo, Delivery, Headers, IntoName, Message, MessageId, Receipt};
 pub use runtime::{

@@ -35,6 +35,9 @@ use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 use rdkafka::Message as _;
 use uuid::Uuid;
 
+#[cfg(test)]
+mod fuzz;
+
 /// The headers of the record for `message` with id `id`.
 pub(crate) fn headers_of(message: &Message, id: MessageId) -> OwnedHeaders {
     let extra = 1 + usize::from(message.idempotency_key().is_some());
@@ -68,27 +71,53 @@ pub(crate) fn timestamp_of(message: &Message) -> i64 {
 /// The message a consumed record carries; see the module docs for records
 /// mq did not write.
 pub(crate) fn decode(topic: &Arc<str>, record: &BorrowedMessage<'_>) -> Message {
+    decode_fields(
+        topic,
+        RecordFields {
+            key: record.key(),
+            payload: record.payload(),
+            headers: raw_headers(record),
+            partition: record.partition(),
+            offset: record.offset(),
+            timestamp_ms: record.timestamp().to_millis(),
+        },
+    )
+}
+
+/// A consumed record's fields as librdkafka hands them over: bytes a
+/// foreign producer chose, kept apart from the FFI so they can be fuzzed.
+struct RecordFields<'a> {
+    key: Option<&'a [u8]>,
+    payload: Option<&'a [u8]>,
+    /// Header names (without their NUL) and values.
+    headers: Vec<(&'a [u8], &'a [u8])>,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+}
+
+fn decode_fields(topic: &Arc<str>, record: RecordFields<'_>) -> Message {
     let mut id = None;
     let mut idempotency_key = None;
     let mut headers = Headers::new();
-    for (name, value) in raw_headers(record) {
+    for (name, value) in record.headers {
+        let name = text(name);
         match name.as_str() {
             ID => id = Uuid::try_parse_ascii(value).ok().map(MessageId::from_uuid),
             IDEMPOTENCY_KEY => idempotency_key = Some(Arc::from(text(value).as_str())),
             _ => headers.insert(name, text(value)),
         }
     }
-    let offset = record.offset().max(0) as u64;
-    let partition = record.partition().max(0) as u64;
+    let offset = record.offset.max(0) as u64;
+    let partition = record.partition.max(0) as u64;
     let id = id.unwrap_or_else(|| foreign_id(topic, partition, offset));
     let published_at = record
-        .timestamp()
-        .to_millis()
+        .timestamp_ms
         .and_then(|ms| u64::try_from(ms).ok())
         .map(from_epoch_millis);
     Message::from_parts(MessageParts {
         key: record
-            .key()
+            .key
             .map(|k| Arc::from(String::from_utf8_lossy(k).as_ref())),
         headers,
         id: Some(id),
@@ -97,7 +126,7 @@ pub(crate) fn decode(topic: &Arc<str>, record: &BorrowedMessage<'_>) -> Message 
         ..MessageParts::new(
             topic.clone(),
             record
-                .payload()
+                .payload
                 .map(Bytes::copy_from_slice)
                 .unwrap_or_default(),
         )
@@ -115,10 +144,10 @@ fn text(value: &[u8]) -> String {
     String::from_utf8_lossy(value).into_owned()
 }
 
-/// The record's headers as (name, value) pairs, read through librdkafka's C
-/// API: rdkafka's own accessor panics on a header name that is not UTF-8,
+/// The record's headers as (name, value) bytes, read through librdkafka's
+/// C API: rdkafka's own accessor panics on a header name that is not UTF-8,
 /// which a foreign producer may write.
-fn raw_headers<'a>(record: &'a BorrowedMessage<'_>) -> Vec<(String, &'a [u8])> {
+fn raw_headers<'a>(record: &'a BorrowedMessage<'_>) -> Vec<(&'a [u8], &'a [u8])> {
     let mut out = Vec::new();
     let mut hdrs: *mut rdsys::rd_kafka_headers_t = std::ptr::null_mut();
     // SAFETY: `record.ptr()` is a live message owned by `record`; the
@@ -144,7 +173,7 @@ fn raw_headers<'a>(record: &'a BorrowedMessage<'_>) -> Vec<(String, &'a [u8])> {
         // SAFETY: librdkafka gives a NUL-terminated name and `size` bytes
         // of value (or a null value), both alive as long as the message.
         let (name, value) = unsafe {
-            let name = String::from_utf8_lossy(CStr::from_ptr(name).to_bytes()).into_owned();
+            let name: &'a [u8] = CStr::from_ptr(name).to_bytes();
             let value: &'a [u8] = if value.is_null() {
                 &[]
             } else {

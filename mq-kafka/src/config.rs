@@ -38,6 +38,9 @@ pub(crate) struct KafkaOptions {
     pub(crate) assignment: String,
     /// `session.timeout.ms` of consumers: how soon a dead member loses its partitions.
     pub(crate) session_timeout: Duration,
+    /// How long a topic's partition count is trusted before it is looked
+    /// up again, so partitions added elsewhere are used.
+    pub(crate) metadata_max_age: Duration,
     /// librdkafka properties given as `kafka.<name>`, passed on unchanged.
     pub(crate) native: BTreeMap<String, String>,
 }
@@ -93,6 +96,7 @@ impl KafkaOptions {
                 .take_duration_or("transaction_timeout", Duration::from_secs(60))?,
             session_timeout: r.take_duration_or("session_timeout", Duration::from_secs(10))?,
             assignment: r.take_or("assignment", "cooperative-sticky".to_owned())?,
+            metadata_max_age: r.take_duration_or("metadata_max_age", Duration::from_secs(30))?,
             native: r.take_prefixed(PASS_THROUGH),
         };
         r.finish()?;
@@ -119,6 +123,7 @@ impl KafkaOptions {
             ("commit_interval", self.commit_interval),
             ("transaction_timeout", self.transaction_timeout),
             ("session_timeout", self.session_timeout),
+            ("metadata_max_age", self.metadata_max_age),
         ] {
             if d.is_zero() {
                 return Err(Error::Config(format!("option {name} must be more than 0")));

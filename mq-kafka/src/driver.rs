@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    Capabilities, Driver, DriverSubscription, DriverTransaction, NameRules, PartitionLag,
-    StartFrom, SubscribeSpec, Support, TopicSpec,
+    AdminSupport, BrowseSpec, BrowsedMessage, Capabilities, Driver, DriverSubscription,
+    DriverTransaction, NameRules, PartitionLag, ResetTo, StartFrom, SubscribeSpec, Support,
+    TopicInfo, TopicSpec, TransactionInfo,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 use rdkafka::producer::Producer;
@@ -67,18 +68,20 @@ impl KafkaDriver {
     /// bootstrap list when no broker answers within `connect_timeout`.
     pub async fn connect(config: &Config) -> Result<KafkaDriver> {
         let options = Arc::new(KafkaOptions::from_config(config)?);
-        let producer: KafkaProducer = options
-            .producer()
-            .create_with_context(Deliveries)
-            .map_err(config_error)?;
-        let topics = Topics::new(options.clone())?;
+        let producer: Arc<KafkaProducer> = Arc::new(
+            options
+                .producer()
+                .create_with_context(Deliveries)
+                .map_err(config_error)?,
+        );
+        let topics = Topics::new(options.clone(), producer.clone())?;
         topics.check_reachable().await?;
         Ok(KafkaDriver {
             inner: Arc::new(Inner {
                 options,
                 topics,
                 transactions: TransactionPool::new(),
-                producer: Arc::new(producer),
+                producer,
                 closed: AtomicBool::new(false),
             }),
         })
@@ -98,7 +101,11 @@ impl Driver for KafkaDriver {
         caps.transactions = Support::Native;
         caps.transactional_offsets = Support::Native;
         caps.topic_retention = Support::Native;
+        caps.partition_growth = Support::Native;
         caps.retains_before_group = true;
+        caps.admin = AdminSupport::ALL;
+        // Listed by the broker's own requests, aborted by fencing the id.
+        caps.admin.transactions = Support::Native;
         caps.names = NameRules::new(249, "._-");
         caps.max_message_bytes = self.inner.options.max_message_bytes;
         caps.delay_precision = Duration::from_millis(500);
@@ -139,9 +146,51 @@ impl Driver for KafkaDriver {
         self.inner.topics.delete(topic).await
     }
 
+    async fn grow_partitions(&self, topic: &str, partitions: u32) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.topics.grow(topic, partitions).await
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.inner.check_open()?;
         self.inner.topics.lag(topic, group).await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        self.inner.check_open()?;
+        self.inner.topics.list().await
+    }
+
+    async fn topic_exists(&self, topic: &str) -> Result<Option<bool>> {
+        self.inner.check_open()?;
+        self.inner.topics.exists(topic).await.map(Some)
+    }
+
+    async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
+        self.inner.check_open()?;
+        self.inner.topics.groups_of(topic).await
+    }
+
+    async fn browse(&self, topic: &str, spec: &BrowseSpec) -> Result<Vec<BrowsedMessage>> {
+        self.inner.check_open()?;
+        self.inner.topics.browse(topic, spec).await
+    }
+
+    async fn reset_group(&self, topic: &str, group: &str, to: ResetTo) -> Result<()> {
+        self.inner.check_open()?;
+        self.inner.topics.reset(topic, group, to).await
+    }
+
+    async fn list_transactions(&self) -> Result<Vec<TransactionInfo>> {
+        self.inner.check_open()?;
+        crate::transactions::list(&self.inner.options, &self.inner.producer).await
+    }
+
+    /// Fences `id` with a producer registering it again, which makes the
+    /// coordinator abort its open transaction (see the `transactions` module).
+    async fn abort_transaction(&self, id: &str) -> Result<()> {
+        self.inner.check_open()?;
+        crate::transactions::abort(&self.inner.options, &self.inner.producer, id).await
     }
 
     /// Flushes every accepted send (bounded by `request_timeout`), then

@@ -38,18 +38,27 @@
 //! (consume-transform-produce, exactly once). A broker without
 //! transactions answers `Error::Unsupported`.
 //!
+//! `Admin::transactions` lists every broker's transactions with
+//! ListTransactions and DescribeTransactions (librdkafka has neither;
+//! kafka-protocol encodes them, on plaintext connections only);
+//! `Admin::abort_transaction` aborts a hung one by registering its
+//! transactional id again, which fences a live producer of that id.
+//!
 //! ## Options
 //!
 //! `partitions` (4), `replication_factor` (-1: the broker's default),
 //! `connect_timeout` (10s), `request_timeout` (30s), `max_message_bytes`
 //! (1 MiB), `linger` (5ms), `commit_interval` (200ms),
-//! `transaction_timeout` (60s), `session_timeout` (10s), and any
+//! `transaction_timeout` (60s), `session_timeout` (10s),
+//! `metadata_max_age` (30s: how soon partitions added elsewhere are used by
+//! this client's sends), and any
 //! librdkafka property as `kafka.<property>` (`kafka.security.protocol`,
 //! `kafka.sasl.password`, ...), passed on unchanged; options whose names
 //! hold `password`, `secret`, `token` or `key` never show in errors or logs.
 
 #![warn(missing_docs)]
 
+mod admin;
 mod codec;
 mod config;
 mod driver;
@@ -59,6 +68,7 @@ mod publish;
 mod subscription;
 mod topics;
 mod transaction;
+mod transactions;
 
 pub use driver::KafkaDriver;
 

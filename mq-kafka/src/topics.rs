@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mq_core::driver::{partition_for_key, PartitionLag, StartFrom, TopicSpec};
 use mq_core::{Error, Result};
 use parking_lot::{Mutex, RwLock};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -17,6 +17,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::{config_error, KafkaOptions};
 use crate::error::map;
+use crate::publish::KafkaProducer;
+use rdkafka::producer::Producer as _;
 
 /// The partition of a record with ordering key `key` in a topic of
 /// `partitions` partitions: the core's murmur2 mapping, which is the Java
@@ -34,21 +36,26 @@ const GROUP_CLIENTS: usize = 32;
 pub(crate) struct Topics {
     options: Arc<KafkaOptions>,
     admin: AdminClient<DefaultClientContext>,
-    /// Partition counts of topics known to exist.
-    counts: RwLock<HashMap<String, u32>>,
+    /// Partition counts of topics known to exist, and when each was looked up.
+    counts: RwLock<HashMap<String, (u32, Instant)>>,
     /// Non-member clients of groups, for committed offsets and watermarks.
     groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Partition counts are looked up through the producer, so that what
+    /// the driver computes partitions with and what librdkafka accepts
+    /// come from the same metadata.
+    producer: Arc<KafkaProducer>,
 }
 
 impl Topics {
     /// The admin client for `options`.
-    pub(crate) fn new(options: Arc<KafkaOptions>) -> Result<Self> {
+    pub(crate) fn new(options: Arc<KafkaOptions>, producer: Arc<KafkaProducer>) -> Result<Self> {
         let admin = options.admin("__mq.admin").create().map_err(config_error)?;
         Ok(Topics {
             options,
             admin,
             counts: RwLock::default(),
             groups: Mutex::default(),
+            producer,
         })
     }
 
@@ -72,8 +79,11 @@ impl Topics {
     /// The number of partitions of `topic`, creating it with the default
     /// partition count when it does not exist.
     pub(crate) async fn partitions(&self, topic: &str) -> Result<u32> {
-        if let Some(n) = self.counts.read().get(topic) {
-            return Ok(*n);
+        let max_age = self.options.metadata_max_age;
+        if let Some((n, at)) = self.counts.read().get(topic) {
+            if at.elapsed() < max_age {
+                return Ok(*n);
+            }
         }
         if let Some(n) = self.lookup(topic).await? {
             return Ok(n);
@@ -84,11 +94,11 @@ impl Topics {
     }
 
     /// The partition count from the broker's metadata, if the topic exists.
-    async fn lookup(&self, topic: &str) -> Result<Option<u32>> {
-        let client = self.group_client("__mq.admin")?;
+    pub(crate) async fn lookup(&self, topic: &str) -> Result<Option<u32>> {
+        let producer = self.producer.clone();
         let timeout = self.options.request_timeout;
         let name = topic.to_owned();
-        let metadata = blocking(move || client.fetch_metadata(Some(&name), timeout))
+        let metadata = blocking(move || producer.client().fetch_metadata(Some(&name), timeout))
             .await?
             .map_err(|e| map(e, "topic metadata"))?;
         let count = metadata
@@ -98,9 +108,25 @@ impl Topics {
             .map(|t| t.partitions().len() as u32)
             .filter(|n| *n > 0);
         if let Some(n) = count {
-            self.counts.write().insert(topic.to_owned(), n);
+            self.counts
+                .write()
+                .insert(topic.to_owned(), (n, Instant::now()));
         }
         Ok(count)
+    }
+
+    /// Whether `topic` exists, from the metadata of every topic: asking for
+    /// one topic by name makes a broker that auto-creates topics create it.
+    pub(crate) async fn exists(&self, topic: &str) -> Result<bool> {
+        let producer = self.producer.clone();
+        let timeout = self.options.request_timeout;
+        let metadata = blocking(move || producer.client().fetch_metadata(None, timeout))
+            .await?
+            .map_err(|e| map(e, "topic metadata"))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none()))
     }
 
     /// Waits until a topic just created shows in the metadata.
@@ -146,6 +172,33 @@ impl Topics {
             }
         }
         self.wait_visible(topic).await.map(|_| ())
+    }
+
+    /// Adds partitions to `topic` until it has `partitions` (CreatePartitions).
+    pub(crate) async fn grow(&self, topic: &str, partitions: u32) -> Result<()> {
+        let opts = AdminOptions::new().request_timeout(Some(self.options.request_timeout));
+        let results = self
+            .admin
+            .create_partitions([&NewPartitions::new(topic, partitions as usize)], &opts)
+            .await
+            .map_err(|e| map(e, "add partitions"))?;
+        for result in results {
+            if let Err((name, code)) = result {
+                return Err(map(
+                    KafkaError::AdminOp(code),
+                    &format!("add partitions to {name}"),
+                ));
+            }
+        }
+        self.counts.write().remove(topic);
+        let deadline = tokio::time::Instant::now() + self.options.request_timeout;
+        while self.lookup(topic).await?.unwrap_or(0) < partitions {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(self.options.request_timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     /// Deletes the topic; a missing topic is not an error.
@@ -247,6 +300,24 @@ impl Topics {
             Ok(out)
         })
         .await?
+    }
+
+    /// The driver's options.
+    pub(crate) fn options(&self) -> &KafkaOptions {
+        &self.options
+    }
+
+    /// The committed offset of each of the `partitions` of `topic` for `group`.
+    pub(crate) async fn committed_of(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: u32,
+    ) -> Result<Vec<Option<u64>>> {
+        let client = self.group_client(group)?;
+        let timeout = self.options.request_timeout;
+        let topic = topic.to_owned();
+        blocking(move || committed(&client, &topic, partitions, timeout)).await?
     }
 
     /// A client of `group` that never joins it.

@@ -29,6 +29,7 @@ mq_testkit::conformance_suite!(@tests support::client;
     reject_goes_to_dead_letter,
     ordered_retry_keeps_key_order,
     delay_is_never_early,
+    delayed_messages_go_with_their_deleted_topic,
     transaction_commit_and_abort,
     idempotent_publish,
     dedup_gives_one_effect,
@@ -45,6 +46,8 @@ mq_testkit::conformance_suite!(@tests support::client;
     dead_letters_are_inspected_redriven_and_purged,
     prefetch_bound_at_the_broker,
     lag_never_below_backlog,
+    half_message_commit_and_rollback,
+    half_message_checked_until_known,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@
 //! DIR/index/<topic_id>/<p>.idx   partition index: 16-byte entries (first_offset, position)
 //! DIR/delay.idx              delay index: entry n = delayed message n: (due_us, position)
 //! DIR/dedup-<gen>.journal    idempotency keys: len/crc-framed records
-//! DIR/checkpoint.json        log position P covered by indexes, delay and dedup state
+//! DIR/checkpoint.json        log position P covered by indexes, delay, dedup and half state
 //! DIR/offsets.json           group cursors: committed offset, acks above it
 //! ```
 //!
@@ -46,7 +46,8 @@
 //! idempotency key, ordered headers, payload; a message promoted from the
 //! delay store also carries a *visibility time*, before which consumers
 //! skip it), a *delayed* message (same, plus its due time; its offset field
-//! is its delay sequence number), or a *delay-done* marker.
+//! is its delay sequence number), a *delay-done* marker, a prepared *half*
+//! message or its *half-resolved* marker.
 //!
 //! Index files are rebuildable from the log. JSON files are replaced
 //! atomically (write temp, fsync, rename, fsync directory). A topic change
@@ -76,6 +77,15 @@
 //! before `P` are checked (CRC) every time they are read; a corrupt one is
 //! reported, never served.
 //!
+//! ## Half messages
+//!
+//! Prepared (half) messages with check-back live in the half store (see
+//! [`half`]): a prepared record in the log, invisible to consumers; a
+//! commit appends the message to its topic in one batch with the record
+//! that resolves it. Unresolved ones are listed in the checkpoint and
+//! offered to the producer group's checker `half_check_after` after they
+//! were prepared, again every `half_check_interval`, across restarts.
+//!
 //! ## Retention
 //!
 //! Space comes back by deleting whole segments of the shared log, by age
@@ -97,8 +107,10 @@ mod delay;
 mod driver;
 pub mod engine;
 mod error;
-mod fsutil;
+#[doc(hidden)]
+pub mod fs;
 mod group;
+pub mod half;
 pub mod log;
 mod options;
 

@@ -65,6 +65,13 @@ pub struct Options {
     /// How often indexes, offsets and the dedup journal are checkpointed
     /// (`checkpoint_interval`, default 1s); bounds the log rescanned at open.
     pub checkpoint_interval: Duration,
+    /// How long a prepared (half) message waits for its producer's commit
+    /// or rollback before a checker of its group is asked
+    /// (`half_check_after`, default 6s, RocketMQ's `transactionTimeout`).
+    pub half_check_after: Duration,
+    /// How long after a check (or an unknown answer) an unresolved half
+    /// message is checked again (`half_check_interval`, default 6s).
+    pub half_check_interval: Duration,
 }
 
 impl Options {
@@ -81,6 +88,8 @@ impl Options {
             retention_bytes: None,
             auto_create: true,
             checkpoint_interval: Duration::from_secs(1),
+            half_check_after: Duration::from_secs(6),
+            half_check_interval: Duration::from_secs(6),
         }
     }
 
@@ -121,6 +130,12 @@ impl Options {
         if let Some(every) = r.take_duration("checkpoint_interval")? {
             options.checkpoint_interval = every;
         }
+        if let Some(after) = r.take_duration(HALF_CHECK_AFTER)? {
+            options.half_check_after = after;
+        }
+        if let Some(every) = r.take_duration(HALF_CHECK_INTERVAL)? {
+            options.half_check_interval = every;
+        }
         r.finish()?;
         options.validate()?;
         Ok(options)
@@ -151,12 +166,18 @@ impl Options {
         if self.checkpoint_interval.is_zero() {
             return bad("checkpoint_interval", &"0", "use a positive duration");
         }
+        if self.half_check_interval.is_zero() {
+            return bad(HALF_CHECK_INTERVAL, &"0", "use a positive duration");
+        }
         if self.fsync == Fsync::Interval(Duration::ZERO) {
             return bad("fsync", &"interval:0", "the interval must be positive");
         }
         Ok(())
     }
 }
+
+const HALF_CHECK_AFTER: &str = "half_check_after";
+const HALF_CHECK_INTERVAL: &str = "half_check_interval";
 
 /// The most partitions a topic may have: each is an index file and
 /// in-memory state, created with the topic.
@@ -195,6 +216,14 @@ impl Options {
         check(
             "checkpoint_interval",
             self.checkpoint_interval == other.checkpoint_interval,
+        );
+        check(
+            HALF_CHECK_AFTER,
+            self.half_check_after == other.half_check_after,
+        );
+        check(
+            HALF_CHECK_INTERVAL,
+            self.half_check_interval == other.half_check_interval,
         );
         differ
     }
@@ -241,6 +270,9 @@ mod tests {
         assert_eq!(o.fsync, Fsync::Interval(Duration::from_millis(5)));
         assert_eq!(o.partitions, 8);
         assert_eq!(o.retention, None);
+        let o = parse("native://./d?half_check_after=1s&half_check_interval=300ms").unwrap();
+        assert_eq!(o.half_check_after, Duration::from_secs(1));
+        assert_eq!(o.half_check_interval, Duration::from_millis(300));
         assert_eq!(
             parse("native://./d?fsync=never").unwrap().fsync,
             Fsync::Never
@@ -256,5 +288,13 @@ mod tests {
             .to_string();
         assert!(e.contains("sometimes"), "{e}");
         assert!(parse("native://").is_err());
+        let e = parse("native://./d?half_check_interval=0s")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("half_check_interval"), "{e}");
+        let e = parse("native://./d?half_check_after=soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("half_check_after"), "{e}");
     }
 }

@@ -11,8 +11,13 @@ fn fresh_dir() -> std::path::PathBuf {
         .keep()
 }
 
+// The half-message scenarios wait 1 s for a producer before checking and
+// 300 ms between checks; the engine checks by itself, with these settings.
 mq_testkit::conformance_suite!(|| async {
-    let url = format!("native://{}", fresh_dir().display());
+    let url = format!(
+        "native://{}?half_check_after=1s&half_check_interval=300ms",
+        fresh_dir().display()
+    );
     let config = Config::from_url(&url).expect("url");
     Some(Client::new(
         NativeDriver::open(&config)

@@ -20,6 +20,9 @@ use mq_core::driver::{AckToken, RawDelivery};
 use mq_core::message::reserved;
 use mq_core::{Headers, Message, MessageId};
 
+#[cfg(test)]
+mod fuzz;
+
 const KEY: &str = "mq-key";
 const HEADERS: &str = "mq-headers";
 const DELIVERY_COUNT: &str = "x-delivery-count";
@@ -117,11 +120,15 @@ pub(crate) fn decode(delivery: lapin::message::Delivery, origin: &Origin) -> Raw
         headers.insert(reserved::IDEMPOTENCY_KEY, key);
     }
     message = message.with_headers(headers);
+    // Checked: another client may send any 64-bit timestamp, and one past
+    // what the clock can hold reads as unknown, like a missing one.
     let published_at = match table.inner().get(reserved::PUBLISHED_AT) {
-        Some(value) => integer(value).map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+        Some(value) => {
+            integer(value).and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+        }
         None => properties
             .timestamp()
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs)),
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs))),
     };
     message = message.with_published_at(published_at.unwrap_or_else(SystemTime::now));
     // Quorum queues count earlier deliveries in x-delivery-count; other

@@ -172,6 +172,16 @@ impl Driver for RabbitDriver {
         self.inner.topology.delete_topic(topic).await
     }
 
+    /// A topic exists while its shard record does (`ensure_topic` writes
+    /// it, `delete_topic` removes it); an exchange a publish declared is
+    /// no topic yet.
+    async fn topic_exists(&self, topic: &str) -> Result<Option<bool>> {
+        self.check_open()?;
+        Ok(Some(
+            self.inner.topology.read_shards(topic).await?.is_some(),
+        ))
+    }
+
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.check_open()?;
         self.inner.topology.lag(topic, group).await

@@ -21,6 +21,9 @@ use uuid::Uuid;
 
 use crate::error::unexpected;
 
+#[cfg(test)]
+mod fuzz;
+
 pub(crate) const F_ID: &str = "i";
 pub(crate) const F_KEY: &str = "k";
 pub(crate) const F_IDEMPOTENCY: &str = "x";

@@ -175,6 +175,12 @@ impl Driver for RedisDriver {
         self.inner.list_topics().await
     }
 
+    async fn topic_exists(&self, topic: &str) -> Result<Option<bool>> {
+        self.inner.check_open()?;
+        let partitions = self.inner.partitions_of(topic, "topic exists").await?;
+        Ok(Some(partitions.is_some()))
+    }
+
     async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
         self.inner.check_open()?;
         self.inner.list_groups(topic).await

@@ -23,6 +23,7 @@
 
 mod context;
 mod fault_proxy;
+pub mod half_kill;
 mod harness;
 mod network;
 pub mod scenarios;
@@ -54,6 +55,7 @@ macro_rules! conformance_suite {
             ordered_retry_keeps_key_order,
             unordered_retry_does_not_block,
             delay_is_never_early,
+            delayed_messages_go_with_their_deleted_topic,
             transaction_commit_and_abort,
             idempotent_publish,
             dedup_gives_one_effect,
@@ -72,6 +74,8 @@ macro_rules! conformance_suite {
             dead_letters_are_inspected_redriven_and_purged,
             prefetch_bound_at_the_broker,
             lag_never_below_backlog,
+            half_message_commit_and_rollback,
+            half_message_checked_until_known,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {

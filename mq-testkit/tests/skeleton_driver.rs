@@ -64,6 +64,11 @@ impl Driver for SkeletonDriver {
         self.broker.delete_topic(topic).await
     }
 
+    /// Lets emulated delays for a deleted topic go with it.
+    async fn topic_exists(&self, topic: &str) -> Result<Option<bool>> {
+        self.broker.topic_exists(topic).await
+    }
+
     /// Unread plus in flight, per partition: the same meaning everywhere.
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>> {
         self.broker.lag(topic, group).await

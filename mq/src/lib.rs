@@ -129,7 +129,12 @@ async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Drive
             #[cfg(not(feature = "redis"))]
             return feature_off(config, "redis");
         }
-        "rocketmq" => not_yet_available(config, "rocket", cfg!(feature = "rocket")),
+        "rocketmq" => {
+            #[cfg(feature = "rocket")]
+            return Ok(std::sync::Arc::new(mq_rocket::RocketDriver::connect(config).await?));
+            #[cfg(not(feature = "rocket"))]
+            return feature_off(config, "rocket");
+        }
         other => Err(Error::Config(format!(
             "unknown URL scheme {other}:// in {config}; expected memory, native, kafka, amqp, redis or rocketmq"
         ))),
@@ -137,6 +142,13 @@ async fn open_driver(config: &Config) -> Result<std::sync::Arc<dyn driver::Drive
 }
 
 /// The answer for a URL whose backend feature is off.
+#[cfg(not(all(
+    feature = "native",
+    feature = "kafka",
+    feature = "rabbit",
+    feature = "redis",
+    feature = "rocket"
+)))]
 fn feature_off(
     config: &Config,
     feature: &'static str,
@@ -144,23 +156,6 @@ fn feature_off(
     Err(Error::Config(format!(
         "{config} needs the `{feature}` feature of mq: mq = {{ version = \"0.1\", features = [\"{feature}\"] }}"
     )))
-}
-
-/// The answer for a backend whose driver is not in this build: either its
-/// feature is off, or its driver has not landed yet.
-fn not_yet_available(
-    config: &Config,
-    feature: &'static str,
-    enabled: bool,
-) -> Result<std::sync::Arc<dyn driver::Driver>> {
-    if enabled {
-        Err(Error::unsupported(
-            "this URL scheme (driver not implemented yet)",
-            feature,
-        ))
-    } else {
-        feature_off(config, feature)
-    }
 }
 
 /// The README's examples, compiled and run as doctests.

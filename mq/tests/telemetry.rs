@@ -2,7 +2,7 @@
 //! OpenTelemetry SDK's in-memory exporters.
 //!
 //! ```text
-//! cargo test -p mq --features otel,native,redis,rabbit --test telemetry
+//! cargo test -p mq --features otel,native,redis,rabbit,kafka,rocket --test telemetry
 //! ```
 #![cfg(feature = "otel")]
 
@@ -38,6 +38,15 @@ fn backend_urls() -> Vec<String> {
     if cfg!(feature = "rabbit") {
         let url = env_or("MQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         urls.push(format!("{url}?delete_on_close=true"));
+    }
+    if cfg!(feature = "kafka") {
+        urls.push(env_or(
+            "MQ_TEST_KAFKA_URL",
+            "kafka://127.0.0.1:9092?assignment=roundrobin",
+        ));
+    }
+    if cfg!(feature = "rocket") {
+        urls.push(env_or("MQ_TEST_ROCKETMQ_URL", "rocketmq://127.0.0.1:9876"));
     }
     urls
 }

@@ -110,7 +110,7 @@ pub(super) async fn tail(client: &mq::Client, args: TailArgs) -> mq::Result<()> 
 
 /// A throwaway reader's group is moved to the end so it holds nothing
 /// back; where groups can be removed, the backend drops it with its queue.
-async fn forget_group(client: &mq::Client, topic: &str, group: &str) {
+pub(super) async fn forget_group(client: &mq::Client, topic: &str, group: &str) {
     let _ = client
         .admin()
         .reset_group(topic, group, mq::driver::ResetTo::Latest)

@@ -1,11 +1,14 @@
-//! The everyday commands: topics, groups, lag, produce, consume, tail and
-//! dead letters, against any backend by URL (`--url` or `MQ_URL`).
+//! The everyday commands: topics, groups, lag, produce, consume, tail,
+//! dead letters and hung transactions, against any backend by URL (`--url`
+//! or `MQ_URL`), and `bridge` between two backends.
 
+pub mod bridge;
 mod consume;
 mod dlq;
 mod output;
 mod produce;
 mod topics;
+mod transactions;
 
 use clap::{Args, Subcommand};
 
@@ -50,6 +53,9 @@ pub enum OpsCommand {
     /// Inspects, redrives and purges dead letters.
     #[command(subcommand)]
     Dlq(dlq::DlqCommand),
+    /// Lists producer transactions and aborts hung ones (Kafka).
+    #[command(subcommand)]
+    Transactions(transactions::TransactionsCommand),
 }
 
 /// Runs one command.
@@ -63,6 +69,9 @@ pub async fn run(target: &Target, command: OpsCommand) -> mq::Result<()> {
         OpsCommand::Consume(args) => consume::consume(&client, args).await,
         OpsCommand::Tail(args) => consume::tail(&client, args).await,
         OpsCommand::Dlq(command) => dlq::run(&client, target.format, command).await,
+        OpsCommand::Transactions(command) => {
+            transactions::run(&client, target.format, command).await
+        }
     };
     let closed = client.close().await;
     result.and(closed)

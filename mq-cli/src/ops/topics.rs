@@ -34,6 +34,15 @@ enum TopicsAction {
         /// The topic.
         topic: String,
     },
+    /// Grows a topic to more partitions, so more members drain its backlog
+    /// at once. Keys that move are handled out of order until the old
+    /// partitions have drained.
+    Partitions {
+        /// The topic.
+        topic: String,
+        /// The new partition count (more than it has).
+        partitions: u32,
+    },
 }
 
 #[derive(Serialize)]
@@ -73,6 +82,24 @@ pub(super) async fn topics(
         TopicsAction::Delete { topic } => {
             admin.delete_topic(&topic).await?;
             eprintln!("topic {topic} deleted");
+        }
+        TopicsAction::Partitions { topic, partitions } => {
+            admin.grow_partitions(&topic, partitions).await?;
+            print_rows(
+                format,
+                &["topic", "partitions"],
+                &[TopicRow {
+                    topic: topic.clone(),
+                    partitions,
+                }],
+                |r| vec![r.topic.clone(), r.partitions.to_string()],
+            );
+            eprintln!(
+                "{topic} has {partitions} partitions. Keys now mapped to another partition \
+                 send their new messages there while their older ones may still wait on \
+                 the old one: per-key order holds again once the old partitions' lag is 0 \
+                 (watch `mq lag {topic}`; pause ordered producers until then if it matters)."
+            );
         }
     }
     Ok(())

@@ -34,6 +34,7 @@ pub(crate) struct ClientInner {
     pub(crate) capabilities: Capabilities,
     pub(crate) publisher: Publisher,
     pub(crate) coalescing: Coalescing,
+    pub(crate) background: crate::client::half::Background,
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Arc<crate::telemetry::Telemetry>,
 }
@@ -109,6 +110,9 @@ impl Client {
         if capabilities.redelivery_delay == Support::Unsupported {
             capabilities.redelivery_delay = Support::Emulated;
         }
+        if capabilities.half_messages == Support::Unsupported {
+            capabilities.half_messages = Support::Emulated;
+        }
         let outlet = Arc::new(Outlet::new(
             driver.clone(),
             capabilities.clone(),
@@ -126,6 +130,7 @@ impl Client {
                 capabilities,
                 publisher,
                 coalescing,
+                background: crate::client::half::Background::new(),
                 #[cfg(feature = "otel")]
                 telemetry,
             }),
@@ -175,8 +180,10 @@ impl Client {
         &self.inner.driver
     }
 
-    /// Stops background work (the delay forwarder) and closes the driver.
+    /// Stops background work (half-message checks, the delay forwarder)
+    /// and closes the driver.
     pub async fn close(&self) -> Result<()> {
+        self.inner.background.shutdown().await;
         self.inner.publisher.shutdown().await;
         self.inner.driver.close().await
     }

@@ -4,6 +4,7 @@
 //! redriving or purging a letter acks it there. The same on every backend,
 //! queue brokers included, because it goes through the consumer API.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -11,7 +12,7 @@ use futures::StreamExt;
 use crate::client::publish::{republishable, Origin};
 use crate::client::{dead_letter_group, Admin, Subscription};
 use crate::error::Result;
-use crate::message::{reserved, DeadLetterInfo, Delivery, Message};
+use crate::message::{reserved, DeadLetterInfo, Delivery, Message, MessageId};
 use crate::StartFrom;
 
 /// Letters held at once while inspecting or skipping during a redrive.
@@ -32,6 +33,7 @@ pub struct RedriveOptions {
     key: Option<String>,
     error_containing: Option<String>,
     header: Option<(String, String)>,
+    ids: Option<HashSet<MessageId>>,
     idle: Duration,
 }
 
@@ -46,6 +48,7 @@ impl Default for RedriveOptions {
             key: None,
             error_containing: None,
             header: None,
+            ids: None,
             idle: Duration::from_secs(1),
         }
     }
@@ -94,8 +97,17 @@ impl RedriveOptions {
         self
     }
 
+    /// Only the letters with these ids (a console's "redrive these").
+    pub fn with_ids(mut self, ids: impl IntoIterator<Item = MessageId>) -> Self {
+        self.ids = Some(ids.into_iter().collect());
+        self
+    }
+
     fn matches(&self, message: &Message, info: &DeadLetterInfo) -> bool {
-        self.key.as_deref().is_none_or(|k| message.key() == Some(k))
+        self.ids
+            .as_ref()
+            .is_none_or(|ids| message.id().is_some_and(|id| ids.contains(&id)))
+            && self.key.as_deref().is_none_or(|k| message.key() == Some(k))
             && self
                 .error_containing
                 .as_deref()
@@ -141,25 +153,63 @@ fn replays(message: &Message) -> u32 {
         .unwrap_or(0)
 }
 
+/// The dead letters being read, and how many the broker said were pending
+/// when reading began.
+struct Letters {
+    stream: Subscription,
+    pending: u64,
+    seen: u64,
+}
+
+/// Longest wait for a letter the broker reported pending: a group just
+/// left by another reader (an earlier `mq dlq` run) can take seconds to
+/// deliver again, which the short idle wait would take for "no letters".
+const PENDING_WAIT: Duration = Duration::from_secs(10);
+
+impl Letters {
+    /// The next letter, or `None` when none came in time: up to
+    /// [`PENDING_WAIT`] for the first when some were pending, `idle` for
+    /// the others (offset-based lag can count more than will come:
+    /// transaction markers, records acked above the committed offset).
+    async fn next(&mut self, idle: Duration) -> Result<Option<Delivery>> {
+        let wait = if self.seen == 0 && self.pending > 0 {
+            idle.max(PENDING_WAIT)
+        } else {
+            idle
+        };
+        let next = next_within(&mut self.stream, wait).await?;
+        self.seen += u64::from(next.is_some());
+        Ok(next)
+    }
+}
+
 impl Admin {
-    async fn open_dead_letters(&self, dlq_topic: &str) -> Result<Subscription> {
+    async fn open_dead_letters(&self, dlq_topic: &str) -> Result<Letters> {
         let group = dead_letter_group(&self.client.inner.capabilities.names);
-        self.client
-            .consumer(dlq_topic, group)
+        let stream = self
+            .client
+            .consumer(dlq_topic, group.clone())
             .internal()
             .start_from(StartFrom::Earliest)
             .prefetch(MAX_HELD)
             .subscribe()
-            .await
+            .await?;
+        // Without a lag answer (a group not there yet) only `idle` is waited.
+        let pending = self.total_lag(dlq_topic, &group).await.unwrap_or(0);
+        Ok(Letters {
+            stream,
+            pending,
+            seen: 0,
+        })
     }
 
     /// Up to `max` pending letters of `dlq_topic`, oldest first per
     /// partition, left where they are.
     pub async fn dead_letters(&self, dlq_topic: &str, max: usize) -> Result<Vec<DeadLetterView>> {
-        let mut stream = self.open_dead_letters(dlq_topic).await?;
+        let mut letters = self.open_dead_letters(dlq_topic).await?;
         let mut held = Vec::new();
         while held.len() < max.min(MAX_HELD) {
-            match next_within(&mut stream, Duration::from_secs(1)).await? {
+            match letters.next(Duration::from_secs(1)).await? {
                 Some(delivery) => held.push(delivery),
                 None => break,
             }
@@ -173,7 +223,7 @@ impl Admin {
             })
             .collect();
         // Closing first returns them to the group as they were.
-        stream.close().await?;
+        letters.stream.close().await?;
         drop(held);
         Ok(views)
     }
@@ -184,7 +234,7 @@ impl Admin {
     /// A letter gets an `mq-replays` count; one already redriven
     /// `max_replays` times stays.
     pub async fn redrive(&self, dlq_topic: &str, options: RedriveOptions) -> Result<RedriveReport> {
-        let mut stream = self.open_dead_letters(dlq_topic).await?;
+        let mut letters = self.open_dead_letters(dlq_topic).await?;
         let mut report = RedriveReport::default();
         let mut left = Vec::new();
         // A letter redriven now that fails again comes back while the run
@@ -192,7 +242,7 @@ impl Admin {
         let mut redriven_ids = std::collections::HashSet::new();
         let mut seen = 0;
         while seen < options.max {
-            let Some(delivery) = next_within(&mut stream, options.idle).await? else {
+            let Some(delivery) = letters.next(options.idle).await? else {
                 break;
             };
             seen += 1;
@@ -234,20 +284,20 @@ impl Admin {
                 .await?;
             delivery.ack().await?;
         }
-        stream.close().await?;
+        letters.stream.close().await?;
         drop(left);
         Ok(report)
     }
 
     /// Removes every pending letter of `dlq_topic`; returns how many.
     pub async fn purge_dead_letters(&self, dlq_topic: &str) -> Result<u64> {
-        let mut stream = self.open_dead_letters(dlq_topic).await?;
+        let mut letters = self.open_dead_letters(dlq_topic).await?;
         let mut purged = 0;
-        while let Some(delivery) = next_within(&mut stream, Duration::from_secs(1)).await? {
+        while let Some(delivery) = letters.next(Duration::from_secs(1)).await? {
             delivery.ack().await?;
             purged += 1;
         }
-        stream.close().await?;
+        letters.stream.close().await?;
         Ok(purged)
     }
 }

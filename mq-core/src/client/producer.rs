@@ -1,6 +1,6 @@
 //! [`Producer`]: sending messages, alone, in batches or in transactions.
 
-use crate::client::publish::Origin;
+use crate::client::publish::{key_to_header, Origin};
 use crate::client::{Client, Transaction};
 use crate::driver::Support;
 use crate::error::{Error, Result};
@@ -54,6 +54,35 @@ impl Producer {
             )));
         }
         Ok(receipts)
+    }
+
+    /// Republishes messages read from elsewhere (another topic, another
+    /// backend: bridges, migrations) as they are: ids, keys and the SDK's
+    /// own headers (trace context, dead-letter details) kept. Topics are
+    /// checked as for [`send`](Self::send); an idempotency key the backend
+    /// cannot dedup by moves to its header, where consumer-side dedup
+    /// still finds it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mq_core::Result<()> {
+    /// # let client = mq_core::Client::new(mq_core::memory::MemoryDriver::new());
+    /// use mq_core::Message;
+    /// let read = Message::new("orders", "a").with_header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// assert!(client.producer().send(read.clone()).await.is_err());
+    /// client.producer().relay(vec![read]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn relay(&self, messages: Vec<Message>) -> Result<Vec<Receipt>> {
+        let keeps_keys = self.client.capabilities().idempotent_publish == Support::Native;
+        let messages = messages
+            .into_iter()
+            .map(|m| if keeps_keys { m } else { key_to_header(m) })
+            .collect();
+        self.client
+            .publisher()
+            .publish(messages, Origin::Relay)
+            .await
     }
 
     /// Starts a transaction: its sends become visible together at

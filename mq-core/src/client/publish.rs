@@ -15,10 +15,12 @@ use crate::message::{
 };
 
 /// Who is publishing: users may not touch reserved topics and headers; the
-/// runtime's republishing must.
+/// runtime's republishing must; a relay copies user messages with the
+/// SDK's headers they already carry.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Origin {
     User,
+    Relay,
     Internal,
 }
 
@@ -94,7 +96,7 @@ impl Outlet {
         // last one that passed needs no second check.
         if batch.valid_topic.as_deref() != Some(message.topic()) {
             match batch.origin {
-                Origin::User => validate_topic(message.topic())?,
+                Origin::User | Origin::Relay => validate_topic(message.topic())?,
                 Origin::Internal => validate_any_topic(message.topic())?,
             }
             batch.valid_topic = Some(message.topic_arc().clone());
@@ -192,6 +194,21 @@ impl Publisher {
         }
     }
 
+    /// The checks and telemetry underneath, without delay routing.
+    pub(crate) fn outlet(&self) -> &Arc<Outlet> {
+        &self.outlet
+    }
+
+    /// Checks a user's message as a send would (name, headers, size,
+    /// capabilities, delay bounds) and gives it an id, without sending it:
+    /// for half messages, which are stored prepared before they are sent.
+    pub(crate) fn check_user_message(&self, mut message: Message) -> Result<Message> {
+        let mut state = Outlet::batch_state(std::slice::from_ref(&message), Origin::User);
+        self.outlet.check(&mut message, &mut state)?;
+        self.wait_of(&message, state.now)?;
+        Ok(message)
+    }
+
     pub(crate) fn delay_emulator(&self) -> Option<&DelayEmulator> {
         self.delay.as_ref()
     }
@@ -202,20 +219,21 @@ impl Publisher {
         }
     }
 
-    fn prepare(&self, mut message: Message, batch: &mut BatchState) -> Result<Prepared> {
-        let now = batch.now;
-        self.outlet.check(&mut message, batch)?;
+    /// How long `message` waits before delivery, and when it is due, or
+    /// `None` when it is due now; a delay the backend cannot hold is an
+    /// error naming it.
+    fn wait_of(
+        &self,
+        message: &Message,
+        now: SystemTime,
+    ) -> Result<Option<(Duration, SystemTime)>> {
         let wait = match (message.delay(), message.deliver_at()) {
             (Some(delay), _) => delay,
             (None, Some(at)) => at.duration_since(now).unwrap_or_default(),
             (None, None) => Duration::ZERO,
         };
         if wait.is_zero() {
-            message.clear_delay();
-            return Ok(Prepared {
-                message,
-                delayed_destination: None,
-            });
+            return Ok(None);
         }
         let too_long = || {
             Error::invalid(
@@ -232,6 +250,19 @@ impl Publisher {
             return Err(too_long());
         }
         let due = now.checked_add(wait).ok_or_else(too_long)?;
+        Ok(Some((wait, due)))
+    }
+
+    fn prepare(&self, mut message: Message, batch: &mut BatchState) -> Result<Prepared> {
+        let now = batch.now;
+        self.outlet.check(&mut message, batch)?;
+        let Some((wait, due)) = self.wait_of(&message, now)? else {
+            message.clear_delay();
+            return Ok(Prepared {
+                message,
+                delayed_destination: None,
+            });
+        };
         let native = self.capabilities.delay == Support::Native
             && self
                 .capabilities
@@ -268,6 +299,7 @@ impl Publisher {
         if destinations.iter().any(Option::is_some) {
             if let Some(delay) = &self.delay {
                 delay.create_topics().await?;
+                delay.stamp_existing(&mut messages, &destinations).await?;
                 delay.ensure_running();
             }
         }
@@ -335,11 +367,18 @@ fn reported_at_destination(receipt: &mut Receipt, topic: Arc<str>) {
 /// idempotency key moves to a header (so the copy is not taken for a
 /// duplicate of the original, while consumer-side dedup still sees it) and
 /// delays are cleared.
-pub(crate) fn republishable(mut message: Message) -> Message {
+pub(crate) fn republishable(message: Message) -> Message {
+    let mut message = key_to_header(message);
+    message.clear_delay();
+    message
+}
+
+/// `message` with its idempotency key moved into the header that
+/// consumer-side dedup reads.
+pub(crate) fn key_to_header(mut message: Message) -> Message {
     if let Some(key) = message.idempotency_key().map(str::to_owned) {
         message.headers_mut().insert(reserved::IDEMPOTENCY_KEY, key);
         message.clear_idempotency_key();
     }
-    message.clear_delay();
     message
 }

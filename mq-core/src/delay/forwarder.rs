@@ -1,6 +1,6 @@
 //! The forwarder of one delay level topic.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +26,40 @@ fn hop_due(raw: &RawDelivery) -> u64 {
     header_ms(&raw.message, reserved::DELAY_HOP_DUE).unwrap_or(0)
 }
 
+fn destination_of(message: &Message) -> Option<&str> {
+    message.headers().get(reserved::DELAY_DESTINATION)
+}
+
+/// The destinations of `due` messages (those due at `now_ms` for their
+/// destination, not just for a hop) that existed when the messages were
+/// parked and exist no more: deleted while they waited.
+async fn deleted_destinations(
+    driver: &dyn Driver,
+    due: &[RawDelivery],
+    now_ms: u64,
+) -> Result<HashSet<String>> {
+    let mut checked = HashSet::new();
+    let mut gone = HashSet::new();
+    for raw in due {
+        let message = &raw.message;
+        let delivered_now = header_ms(message, reserved::DELIVER_AT).is_some_and(|at| at <= now_ms);
+        let watched = message
+            .headers()
+            .get(reserved::DELAY_DESTINATION_EXISTED)
+            .is_some();
+        let Some(destination) = destination_of(message) else {
+            continue;
+        };
+        if !delivered_now || !watched || !checked.insert(destination) {
+            continue;
+        }
+        if driver.topic_exists(destination).await? == Some(false) {
+            gone.insert(destination.to_owned());
+        }
+    }
+    Ok(gone)
+}
+
 /// The next form of a parked message at `now`: parked again in a shorter
 /// level, or delivered to its destination. `None` when it is not a parked
 /// message (no destination header).
@@ -40,20 +74,26 @@ fn next_hop(names: &NameRules, message: Message, now: SystemTime) -> Option<Mess
     headers.remove(reserved::DELAY_DESTINATION);
     headers.remove(reserved::DELAY_HOP_DUE);
     headers.remove(reserved::DELIVER_AT);
-    let message = message.with_topic(destination);
     let now_ms = millis(now);
     if due_ms <= now_ms {
-        Some(message)
+        headers.remove(reserved::DELAY_DESTINATION_EXISTED);
+        Some(message.with_topic(destination))
     } else {
+        let message = message.with_topic(destination);
         let due = crate::runtime::from_millis(due_ms);
         Some(park_at(names, message, due, now))
     }
 }
 
 /// Publishes `batch` one message at a time; a message the broker refuses
-/// for good goes to the delay dead-letter topic with the
-/// reason. Fails only on errors worth retrying.
-async fn set_aside_refused(outlet: &Outlet, batch: Vec<Message>, level_ms: u64) -> Result<()> {
+/// for good goes to the delay dead-letter topic with the reason. Fails
+/// only on errors worth retrying. `source` names the forwarding step in
+/// the log (a delay level, a half-message resolver).
+pub(crate) async fn set_aside_refused(
+    outlet: &Outlet,
+    batch: Vec<Message>,
+    source: &str,
+) -> Result<()> {
     let driver = outlet.driver();
     for message in batch {
         let Err(error) = outlet.publish(vec![message.clone()]).await else {
@@ -62,7 +102,7 @@ async fn set_aside_refused(outlet: &Outlet, batch: Vec<Message>, level_ms: u64) 
         if error.is_retryable() {
             return Err(error);
         }
-        tracing::error!(%error, level_ms, topic = message.topic(), "a due delayed message was refused; dead-lettering it");
+        tracing::error!(%error, source, topic = message.topic(), "a forwarded message was refused; dead-lettering it");
         // Created only when needed: keeps the dead letter until someone reads it.
         let names = driver.capabilities().names;
         let dead_letters = dead_letter_topic(&names);
@@ -178,10 +218,28 @@ pub(super) async fn forward_level(
         while due.len() < FETCH && queue.front().is_some_and(|raw| hop_due(raw) <= now_ms) {
             due.extend(queue.pop_front());
         }
+        let gone = match deleted_destinations(driver.as_ref(), &due, now_ms).await {
+            Ok(gone) => gone,
+            Err(error) => {
+                tracing::warn!(%error, level_ms, "delay forwarder cannot check destinations; retrying");
+                for raw in due.into_iter().rev() {
+                    queue.push_front(raw);
+                }
+                if pause_or_stop(&mut stop, Duration::from_millis(200)).await {
+                    break;
+                }
+                continue;
+            }
+        };
         let mut outgoing = Vec::with_capacity(due.len());
         let mut tokens = Vec::with_capacity(due.len());
         let mut malformed = Vec::new();
+        let mut dropped = Vec::new();
         for raw in &due {
+            if destination_of(&raw.message).is_some_and(|d| gone.contains(d)) {
+                dropped.push(raw.token.clone());
+                continue;
+            }
             match next_hop(&names, raw.message.clone(), now) {
                 Some(next) => {
                     outgoing.push(next);
@@ -196,8 +254,19 @@ pub(super) async fn forward_level(
                 count = malformed.len(),
                 "dropping messages without delay headers from a delay topic"
             );
+        }
+        if !dropped.is_empty() {
+            tracing::info!(
+                level_ms,
+                count = dropped.len(),
+                topics = ?gone,
+                "dropping delayed messages whose topic was deleted while they waited"
+            );
+        }
+        malformed.append(&mut dropped);
+        if !malformed.is_empty() {
             if let Err(error) = subscription.ack(malformed).await {
-                tracing::warn!(%error, "acking malformed delay messages failed");
+                tracing::warn!(%error, "acking dropped delay messages failed");
             }
         }
         if outgoing.is_empty() {
@@ -208,7 +277,7 @@ pub(super) async fn forward_level(
                 // One message the broker refuses for good (its destination
                 // was deleted, say) must not hold up the whole level: send
                 // the refused ones to the delay dead-letter topic instead.
-                set_aside_refused(&outlet, outgoing, level_ms).await
+                set_aside_refused(&outlet, outgoing, &format!("delay level {level_ms} ms")).await
             }
             other => other.map(|_| ()),
         };

@@ -9,11 +9,20 @@
 //! destination, and acks it only after that publish is confirmed. Nothing
 //! waits in process memory: a crash leaves the message unacked in the broker
 //! and the next forwarder picks it up.
+//!
+//! A message parked while its destination existed is stamped so; if the
+//! destination is gone when the message is due, it was deleted meanwhile
+//! and the message goes with it (dropped, not forwarded into a topic the
+//! publish would create again). Every forwarder asks the broker, so a
+//! deletion by any process counts.
 
 mod forwarder;
 
+pub(crate) use forwarder::set_aside_refused;
+
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -102,7 +111,15 @@ pub(crate) struct DelayEmulator {
     names: NameRules,
     running: Mutex<Option<Running>>,
     topics_created: tokio::sync::OnceCell<()>,
+    /// Destinations seen to exist, and when: saves a broker round trip per
+    /// delayed send.
+    existing: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a destination seen to exist is taken to exist without asking
+/// again. A topic deleted by another process within it may still get
+/// messages parked as if it existed; those are dropped when due.
+const EXISTING_FOR: Duration = Duration::from_secs(1);
 
 impl DelayEmulator {
     /// The declared precision of emulated delay: the shortest level plus forwarding time.
@@ -114,7 +131,57 @@ impl DelayEmulator {
             outlet,
             running: Mutex::new(None),
             topics_created: tokio::sync::OnceCell::new(),
+            existing: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Stamps parked `messages` whose destination exists now (see the
+    /// module doc); `destinations` pairs each with its destination, or
+    /// `None` for one not parked.
+    pub(crate) async fn stamp_existing(
+        &self,
+        messages: &mut [Message],
+        destinations: &[Option<Arc<str>>],
+    ) -> crate::Result<()> {
+        let mut answers: HashMap<&str, bool> = HashMap::new();
+        for (message, destination) in messages.iter_mut().zip(destinations) {
+            let Some(destination) = destination.as_deref() else {
+                continue;
+            };
+            let exists = match answers.get(destination) {
+                Some(&known) => known,
+                None => {
+                    let known = self.exists(destination).await?;
+                    answers.insert(destination, known);
+                    known
+                }
+            };
+            if exists {
+                message
+                    .headers_mut()
+                    .insert(reserved::DELAY_DESTINATION_EXISTED, "1".to_owned());
+            }
+        }
+        Ok(())
+    }
+
+    async fn exists(&self, topic: &str) -> crate::Result<bool> {
+        let fresh = |seen: &Instant| seen.elapsed() < EXISTING_FOR;
+        if self.existing.lock().get(topic).is_some_and(fresh) {
+            return Ok(true);
+        }
+        let exists = self.outlet.driver().topic_exists(topic).await? == Some(true);
+        if exists {
+            self.existing
+                .lock()
+                .insert(topic.to_owned(), Instant::now());
+        }
+        Ok(exists)
+    }
+
+    /// Forgets that `topic` existed: this client deleted it.
+    pub(crate) fn forget(&self, topic: &str) {
+        self.existing.lock().remove(topic);
     }
 
     /// Makes sure the level topics exist before the first message is parked.

@@ -89,6 +89,9 @@ pub struct Capabilities {
     /// Retry and dead-letter topics per group kept by the broker itself
     /// (RocketMQ's `%RETRY%` and `%DLQ%`).
     pub broker_dead_letters: Support,
+    /// Adding partitions to an existing topic
+    /// ([`Admin::grow_partitions`](crate::Admin::grow_partitions)).
+    pub partition_growth: Support,
     /// Dropping a topic's messages older than its own retention
     /// ([`TopicSpec::with_retention`](crate::TopicSpec::with_retention)).
     pub topic_retention: Support,
@@ -101,7 +104,7 @@ pub struct Capabilities {
     /// Which topic and group names the broker accepts; every internal name
     /// the core builds obeys them.
     pub names: NameRules,
-    /// Which admin operations (list, browse, reset) the backend has.
+    /// Which admin operations (list, browse, reset, transactions) the backend has.
     pub admin: AdminSupport,
     /// Largest message accepted, payload plus key and headers, in bytes.
     pub max_message_bytes: usize,
@@ -125,6 +128,7 @@ impl Capabilities {
             idempotent_publish: Support::Unsupported,
             broker_dead_letters: Support::Unsupported,
             topic_retention: Support::Unsupported,
+            partition_growth: Support::Unsupported,
             retains_before_group: true,
             names: NameRules::default(),
             admin: AdminSupport::NONE,

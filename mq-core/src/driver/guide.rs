@@ -21,7 +21,10 @@
 //!    already hashes the same way.
 //! 3. **`ensure_group`** creates a group without joining it (a join and a
 //!    leave is a rebalance on a partitioned broker). After it, the group
-//!    keeps every message published to the topic.
+//!    keeps every message published to the topic. **`delete_topic`**
+//!    removes it; if the broker creates topics on publish, answer
+//!    **`topic_exists`** too, so messages the core's delay emulation still
+//!    holds for a deleted topic go with it instead of creating it again.
 //! 4. **A [`DriverSubscription`](super::DriverSubscription)**: `fetch` is
 //!    cancel safe and bounded by `max`; records are built with
 //!    [`RawDelivery::new`](super::RawDelivery::new) and an

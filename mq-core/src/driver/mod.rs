@@ -13,6 +13,7 @@ mod backoff;
 mod capabilities;
 pub mod clock;
 pub mod guide;
+mod half;
 pub mod local_group;
 pub mod names;
 pub mod offsets;
@@ -21,9 +22,12 @@ mod partitioner;
 mod rebalance;
 mod spi;
 
-pub use admin::{AdminSupport, BrowseFrom, BrowseSpec, BrowsedMessage, ResetTo, TopicInfo};
+pub use admin::{
+    AdminSupport, BrowseFrom, BrowseSpec, BrowsedMessage, ResetTo, TopicInfo, TransactionInfo,
+};
 pub use backoff::Backoff;
 pub use capabilities::{Capabilities, DelayModel, Support};
+pub use half::{DriverHalfChecks, HalfCheck, HalfOutcome, HalfToken};
 pub use names::NameRules;
 pub use partitioner::{murmur2, partition_for_key};
 pub use rebalance::{Rebalance, RebalanceQueue, Revocation, RevokeWait, REVOKE_LIMIT};

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BrowseSpec, BrowsedMessage, ResetTo, TopicInfo};
-use super::{Capabilities, Rebalance};
+use super::{BrowseSpec, BrowsedMessage, ResetTo, TopicInfo, TransactionInfo};
+use super::{Capabilities, DriverHalfChecks, HalfOutcome, HalfToken, Rebalance};
 use crate::error::Result;
 use crate::message::{Message, Receipt};
 
@@ -286,12 +286,31 @@ pub trait Driver: Send + Sync + 'static {
     /// Deletes the topic and its messages; deleting a missing topic is not an error.
     async fn delete_topic(&self, topic: &str) -> Result<()>;
 
+    /// Grows `topic` to `partitions` partitions (more than it has; the
+    /// core checks). Only called when `partition_growth` is `Native`.
+    async fn grow_partitions(&self, topic: &str, partitions: u32) -> Result<()> {
+        let _ = (topic, partitions);
+        Err(crate::Error::unsupported(
+            "adding partitions",
+            self.backend(),
+        ))
+    }
+
     /// Backlog per partition of `topic` for `group`.
     async fn lag(&self, topic: &str, group: &str) -> Result<Vec<PartitionLag>>;
 
     /// Every topic, internal ones included, with its partition count.
     async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
         Err(crate::Error::unsupported("listing topics", self.backend()))
+    }
+
+    /// Whether `topic` exists, where the backend can tell with one cheap
+    /// request (`None` where it cannot). The delay emulation asks it so
+    /// that messages parked for a topic deleted meanwhile go with it
+    /// instead of creating it again.
+    async fn topic_exists(&self, topic: &str) -> Result<Option<bool>> {
+        let _ = topic;
+        Ok(None)
     }
 
     /// The consumer groups of `topic`.
@@ -316,6 +335,60 @@ pub trait Driver: Send + Sync + 'static {
             "resetting a group",
             self.backend(),
         ))
+    }
+
+    /// Every producer transaction the broker knows of, open or not, in any
+    /// order. Only called when `admin.transactions` is `Native`.
+    async fn list_transactions(&self) -> Result<Vec<TransactionInfo>> {
+        Err(crate::Error::unsupported(
+            "listing transactions",
+            self.backend(),
+        ))
+    }
+
+    /// Aborts the open transaction of transactional id `id` (one its
+    /// producer will never finish: it died, or hangs), so consumers of
+    /// committed messages get past it. A live producer of `id` is fenced:
+    /// its next transactional call fails. Only called when
+    /// `admin.transactions` is `Native`; `id` arrives validated.
+    async fn abort_transaction(&self, id: &str) -> Result<()> {
+        let _ = id;
+        Err(crate::Error::unsupported(
+            "aborting transactions",
+            self.backend(),
+        ))
+    }
+
+    /// Publishes `message` prepared for producer group `group`: stored
+    /// durably, invisible to every consumer until
+    /// [`resolve_half`](Self::resolve_half) commits it. Only called when
+    /// `half_messages` is `Native`; the message arrives validated, with its id.
+    async fn publish_half(&self, group: &str, message: Message) -> Result<(Receipt, HalfToken)> {
+        let _ = (group, message);
+        Err(crate::Error::unsupported("half messages", self.backend()))
+    }
+
+    /// Commits (delivers) or rolls back (drops) a prepared message of
+    /// `group`; [`HalfOutcome::Unknown`] leaves it prepared, to be checked
+    /// again later. Resolving a message that is already resolved changes
+    /// nothing: the first outcome stands.
+    async fn resolve_half(
+        &self,
+        group: &str,
+        token: HalfToken,
+        outcome: HalfOutcome,
+    ) -> Result<()> {
+        let _ = (group, token, outcome);
+        Err(crate::Error::unsupported("half messages", self.backend()))
+    }
+
+    /// The prepared messages of `group` left unresolved past the broker's
+    /// check timeout, to be put to the application's checker. Every
+    /// unresolved message is offered again (to this stream or another of
+    /// the group, in this process or another) until it is resolved.
+    async fn half_checks(&self, group: &str) -> Result<Box<dyn DriverHalfChecks>> {
+        let _ = group;
+        Err(crate::Error::unsupported("half messages", self.backend()))
     }
 
     /// Flushes and closes connections.

@@ -247,6 +247,11 @@ impl Driver for MemoryDriver {
         Ok(self.broker.list_topics())
     }
 
+    async fn topic_exists(&self, topic: &str) -> Result<Option<bool>> {
+        check_open(&self.closed)?;
+        Ok(Some(self.broker.topic(topic).is_some()))
+    }
+
     async fn list_groups(&self, topic: &str) -> Result<Vec<String>> {
         check_open(&self.closed)?;
         Ok(self.broker.list_groups(topic))

@@ -20,6 +20,10 @@ pub const FIRST_SEEN: &str = "mq-first-seen";
 pub const DELAY_DESTINATION: &str = "mq-delay-destination";
 /// When a message parked in an internal delay topic is due for its next hop (ms).
 pub const DELAY_HOP_DUE: &str = "mq-delay-hop-due";
+/// Set on a parked message whose destination existed when it was parked:
+/// if the destination is gone when the message is due, it was deleted
+/// meanwhile and the message goes with it.
+pub const DELAY_DESTINATION_EXISTED: &str = "mq-delay-destination-existed";
 /// The topic a retry copy belongs to.
 pub const RETRY_TOPIC: &str = "mq-retry-topic";
 /// Dead letter: the topic the message was consumed from.
@@ -39,3 +43,21 @@ pub const DLQ_OFFSET: &str = "mq-dlq-offset";
 /// How many times a dead letter was redriven to its topic
 /// ([`Admin::redrive`](crate::Admin::redrive)).
 pub const REPLAYS: &str = "mq-replays";
+/// Half message (emulated): the topic a prepared message goes to on commit.
+pub const HALF_DESTINATION: &str = "mq-half-destination";
+/// Half message (emulated): the prepared message's own ordering key.
+pub const HALF_KEY: &str = "mq-half-key";
+/// Half message (emulated): the prepared message's idempotency key.
+pub const HALF_IDEMPOTENCY_KEY: &str = "mq-half-idempotency-key";
+/// Half message (emulated): the delay to apply from commit, in milliseconds.
+pub const HALF_DELAY: &str = "mq-half-delay";
+/// Half message (emulated): the due time to deliver at, ms since the epoch.
+pub const HALF_DELIVER_AT: &str = "mq-half-deliver-at";
+/// Half message (emulated): when it was prepared, ms since the epoch.
+pub const HALF_PREPARED_AT: &str = "mq-half-prepared-at";
+/// Half message (emulated) resolution record: the id of the message it resolves.
+pub const HALF_OF: &str = "mq-half-of";
+/// Half message (emulated) resolution record: `commit` or `rollback`.
+pub const HALF_OUTCOME: &str = "mq-half-outcome";
+/// Half message (emulated) resolution record: who decided, `producer` or `checker`.
+pub const HALF_DECIDED_BY: &str = "mq-half-decided-by";

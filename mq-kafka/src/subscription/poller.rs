@@ -77,12 +77,7 @@ impl ConsumerContext for MemberContext {
     ) {
         if let Err(e) = result {
             tracing::warn!(error = %e, "committing offsets failed; the next commit carries them");
-            let failed: Vec<(Slot, u64, u64)> = self
-                .shared
-                .slots_of(offsets)
-                .into_iter()
-                .map(|slot| (slot, 0, 0))
-                .collect();
+            let failed = self.shared.slots_of(offsets);
             self.shared.state.lock().commit_failed(&failed);
         }
     }
@@ -144,11 +139,17 @@ fn look_up_progress(consumer: &MemberConsumer, shared: &Shared, batch: &[RawDeli
     let committed = consumer.committed_offsets(tpl, PROGRESS_WAIT).ok();
     let mut state = shared.state.lock();
     for slot in slots {
-        let delivered = committed.as_ref().and_then(|c| {
+        let progress = committed.as_ref().and_then(|c| {
             let e = c.find_partition(&shared.topics[slot.0], slot.1)?;
-            Progress::decode(e.metadata())
+            let Offset::Offset(at) = e.offset() else {
+                return Progress::decode(e.metadata(), 0).map(|p| Progress {
+                    acked: Vec::new(),
+                    ..p
+                });
+            };
+            Progress::decode(e.metadata(), u64::try_from(at).ok()?)
         });
-        state.set_progress(slot, delivered);
+        state.set_progress(slot, progress);
     }
 }
 
@@ -177,10 +178,10 @@ pub(super) fn commit(consumer: &MemberConsumer, shared: &Shared, mode: CommitMod
         return;
     }
     let mut tpl = TopicPartitionList::with_capacity(offsets.len());
-    for ((t, p), offset, delivered) in &offsets {
+    for ((t, p), offset, progress) in &offsets {
         let mut elem = tpl.add_partition(&shared.topics[*t], *p);
         let _ = elem.set_offset(Offset::Offset(*offset as i64));
-        elem.set_metadata(Progress::encode(*delivered));
+        elem.set_metadata(progress.encode(*offset));
     }
     let result = match consumer.commit(&tpl, mode) {
         // A broker that moved the group to its next generation before the
@@ -195,7 +196,8 @@ pub(super) fn commit(consumer: &MemberConsumer, shared: &Shared, mode: CommitMod
     };
     if let Err(e) = result {
         tracing::warn!(error = %e, "committing offsets failed; the next commit carries them");
-        shared.state.lock().commit_failed(&offsets);
+        let slots: Vec<Slot> = offsets.iter().map(|(slot, _, _)| *slot).collect();
+        shared.state.lock().commit_failed(&slots);
     }
 }
 

@@ -11,20 +11,61 @@ use mq_core::driver::{AckToken, RawDelivery, TopicPartition};
 
 /// Delivery progress as commit metadata: `mq:d=<offset>`, the offset up
 /// to which records were delivered, so that a member taking a partition
-/// over counts redeliveries (Kafka keeps no delivery count).
-pub(super) struct Progress;
+/// over counts redeliveries (Kafka keeps no delivery count); then
+/// `;a=<n>,<n>...`, the records acked above the committed offset (as
+/// distances from it), so that the next owner, in this process or
+/// another, skips them instead of delivering acked records again. Kafka
+/// commits one offset per partition: without the list, every record
+/// acked after one still open would come back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Progress {
+    /// The offset up to which records were delivered.
+    pub(super) delivered: u64,
+    /// Offsets acked above the committed one, ascending.
+    pub(super) acked: Vec<u64>,
+}
 
 impl Progress {
     const PREFIX: &'static str = "mq:d=";
+    const ACKED: &'static str = ";a=";
+    /// Room for the acked list: brokers cap commit metadata (Kafka's
+    /// `offset.metadata.max.bytes`, 4096 by default). Acked records left
+    /// off the list are delivered again, which at-least-once allows.
+    const MAX_ACKED_BYTES: usize = 2048;
 
-    /// The metadata for progress `delivered`.
-    pub(super) fn encode(delivered: u64) -> String {
-        format!("{}{delivered}", Self::PREFIX)
+    /// The metadata for a commit at `committed`.
+    pub(super) fn encode(&self, committed: u64) -> String {
+        let mut text = format!("{}{}", Self::PREFIX, self.delivered);
+        let mut first = true;
+        for offset in self.acked.iter().filter(|o| **o > committed) {
+            let distance = (offset - committed).to_string();
+            if text.len() + distance.len() + Self::ACKED.len() > Self::MAX_ACKED_BYTES {
+                break;
+            }
+            text.push_str(if first { Self::ACKED } else { "," });
+            text.push_str(&distance);
+            first = false;
+        }
+        text
     }
 
-    /// The progress in commit metadata, if mq wrote it.
-    pub(super) fn decode(metadata: &str) -> Option<u64> {
-        metadata.strip_prefix(Self::PREFIX)?.parse().ok()
+    /// The progress in the metadata of a commit at `committed`, if mq
+    /// wrote it.
+    pub(super) fn decode(metadata: &str, committed: u64) -> Option<Progress> {
+        let rest = metadata.strip_prefix(Self::PREFIX)?;
+        let (delivered, acked) = match rest.split_once(Self::ACKED) {
+            Some((delivered, acked)) => (delivered, acked),
+            None => (rest, ""),
+        };
+        let acked = acked
+            .split(',')
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse::<u64>().ok().and_then(|d| committed.checked_add(d)))
+            .collect::<Option<Vec<u64>>>()?;
+        Some(Progress {
+            delivered: delivered.parse().ok()?,
+            acked,
+        })
     }
 }
 
@@ -44,13 +85,13 @@ pub(super) struct Part {
     cursor: Option<Cursor>,
     /// The offset last committed by this member (or a transaction).
     committed: u64,
-    /// How far delivery went at the last commit, as the commit's metadata
-    /// tells (see [`Progress`]).
-    delivered: u64,
+    /// How far delivery went at the last commit, and what was acked above
+    /// its offset, as the commit's metadata tells (see [`Progress`]).
+    progress: Progress,
     /// The delivery progress a previous member committed: `None` until
     /// looked up (before the first record is taken), then kept until the
     /// cursor starts.
-    restored: Option<Option<u64>>,
+    restored: Option<Option<Progress>>,
     /// The offset after the last record handed to the runtime: what the
     /// progress committed says (records read and still buffered were not
     /// delivered).
@@ -109,9 +150,9 @@ impl State {
     }
 
     /// Sets the committed progress looked up for a partition.
-    pub(super) fn set_progress(&mut self, slot: Slot, delivered: Option<u64>) {
+    pub(super) fn set_progress(&mut self, slot: Slot, progress: Option<Progress>) {
         if let Some(part) = self.parts.get_mut(&slot) {
-            part.restored = Some(delivered);
+            part.restored = Some(progress);
         }
     }
 
@@ -144,11 +185,13 @@ impl State {
         let part = self.parts.get_mut(&slot).filter(|p| p.readable)?;
         part.rewound = false;
         // Records below the progress a previous member committed were
-        // delivered before: their next delivery counts as a second one.
-        let restored = part.restored.take().flatten();
-        let cursor = part
-            .cursor
-            .get_or_insert_with(|| Cursor::restored(offset, restored.unwrap_or(offset), []));
+        // delivered before: their next delivery counts as a second one;
+        // those it acked above its commit are skipped.
+        let restored = part.restored.take().flatten().unwrap_or_default();
+        let cursor = part.cursor.get_or_insert_with(|| {
+            let acked = restored.acked.into_iter().filter(|o| *o >= offset);
+            Cursor::restored(offset, restored.delivered.max(offset), acked)
+        });
         let next = *part.next.get_or_insert(offset);
         if offset < next {
             return None;
@@ -221,15 +264,15 @@ impl State {
         }
     }
 
-    /// What to commit: per partition whose committed offset or delivery
-    /// progress moved, `(slot, offset, delivered)`. Where everything read
-    /// was acked (or nothing was read), the consumer's `position` is used
-    /// when it is further: it moves past transaction markers and aborted
-    /// records, which no record reports.
+    /// What to commit: per partition whose committed offset, delivery
+    /// progress or acks above the offset changed, `(slot, offset,
+    /// progress)`. Where everything read was acked (or nothing was read),
+    /// the consumer's `position` is used when it is further: it moves past
+    /// transaction markers and aborted records, which no record reports.
     pub(super) fn offsets_to_commit(
         &mut self,
         position: impl Fn(Slot) -> Option<u64>,
-    ) -> Vec<(Slot, u64, u64)> {
+    ) -> Vec<(Slot, u64, Progress)> {
         let mut out = Vec::new();
         for (slot, part) in &mut self.parts {
             let mut at = part.cursor.as_ref().map_or(0, Cursor::committed);
@@ -239,11 +282,21 @@ impl State {
                 }
             }
             let at = at.max(part.committed);
-            let delivered = part.handed.max(at);
-            if at > part.committed || delivered > part.delivered {
+            let progress = Progress {
+                delivered: part.handed.max(at),
+                acked: part
+                    .cursor
+                    .as_ref()
+                    .map(|c| c.acked_above().into_iter().filter(|o| *o > at).collect())
+                    .unwrap_or_default(),
+            };
+            if at > part.committed
+                || progress.delivered > part.progress.delivered
+                || progress.acked != part.progress.acked
+            {
                 part.committed = at;
-                part.delivered = delivered;
-                out.push((*slot, at, delivered));
+                part.progress = progress.clone();
+                out.push((*slot, at, progress));
             }
         }
         out
@@ -251,11 +304,11 @@ impl State {
 
     /// Undoes the bookkeeping of a commit that failed, so the next one
     /// carries its offsets again.
-    pub(super) fn commit_failed(&mut self, offsets: &[(Slot, u64, u64)]) {
-        for (slot, _, _) in offsets {
+    pub(super) fn commit_failed(&mut self, slots: &[Slot]) {
+        for slot in slots {
             if let Some(part) = self.parts.get_mut(slot) {
                 part.committed = 0;
-                part.delivered = 0;
+                part.progress = Progress::default();
             }
         }
     }
@@ -279,12 +332,14 @@ impl State {
     }
 
     /// Rewinds a partition to its committed offset, to read again every
-    /// record not acked there (a record given back); returns the offset
+    /// record not acked after it (a record given back); returns the offset
     /// to seek to.
     pub(super) fn rewind(&mut self, slot: Slot, topics: &[Arc<str>]) -> Option<u64> {
         let part = self.parts.get_mut(&slot).filter(|p| p.readable)?;
-        let at = part.cursor.as_ref()?.committed();
-        part.cursor = Some(Cursor::at(at));
+        let cursor = part.cursor.as_ref()?;
+        let at = cursor.committed();
+        // Only what was not acked comes again.
+        part.cursor = Some(Cursor::restored(at, at, cursor.acked_above()));
         part.next = None;
         part.rewound = true;
         let topic = &topics[slot.0];
@@ -299,5 +354,95 @@ impl State {
             .iter()
             .map(|(t, p)| TopicPartition::new(topics[*t].clone(), *p as u32))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_relative_to_its_commit() {
+        let progress = Progress {
+            delivered: 120,
+            acked: vec![102, 105, 119],
+        };
+        let text = progress.encode(100);
+        assert_eq!(text, "mq:d=120;a=2,5,19");
+        assert_eq!(Progress::decode(&text, 100), Some(progress));
+        // What older versions wrote: progress only.
+        assert_eq!(
+            Progress::decode("mq:d=7", 3),
+            Some(Progress {
+                delivered: 7,
+                acked: Vec::new()
+            })
+        );
+        assert_eq!(Progress::decode("someone else's", 3), None);
+        assert_eq!(Progress::decode("mq:d=7;a=1,x", 3), None);
+        assert_eq!(Progress::decode("mq:d=7;a=1", u64::MAX), None);
+    }
+
+    #[test]
+    fn progress_metadata_stays_within_what_brokers_take() {
+        let progress = Progress {
+            delivered: u64::MAX,
+            acked: (1..100_000).map(|d| 1_000_000_000 + d * 1_000).collect(),
+        };
+        let text = progress.encode(1_000_000_000);
+        assert!(text.len() <= Progress::MAX_ACKED_BYTES, "{}", text.len());
+        let decoded = Progress::decode(&text, 1_000_000_000).expect("decodes");
+        assert!(!decoded.acked.is_empty());
+        assert_eq!(decoded.acked[..], progress.acked[..decoded.acked.len()]);
+    }
+
+    fn held(state: &mut State, slot: Slot, offsets: std::ops::Range<u64>) {
+        for offset in offsets {
+            state.accept(slot, offset).expect("handed out");
+        }
+    }
+
+    #[test]
+    fn acks_above_an_open_record_are_committed_and_skipped_by_the_next_owner() {
+        let slot = (0, 0);
+        let mut state = State::default();
+        state.assign(&[slot]);
+        state.set_progress(slot, None);
+        held(&mut state, slot, 10..14);
+        let token = |offset| AckToken::new("t", 0, offset);
+        // 10 stays open; 11 and 13 are acked.
+        state.ack(&[token(11), token(13)], |_| Some(slot));
+        let commits = state.offsets_to_commit(|_| None);
+        assert_eq!(commits.len(), 1);
+        let (_, at, progress) = &commits[0];
+        assert_eq!(*at, 10);
+        assert_eq!(progress.acked, vec![11, 13]);
+        assert!(state.offsets_to_commit(|_| None).is_empty(), "nothing new");
+
+        let metadata = progress.encode(*at);
+        let mut next = State::default();
+        next.assign(&[slot]);
+        next.set_progress(slot, Progress::decode(&metadata, *at));
+        let handed: Vec<u64> = (10..14)
+            .filter(|o| next.accept(slot, *o).is_some())
+            .collect();
+        assert_eq!(handed, vec![10, 12]);
+    }
+
+    #[test]
+    fn a_rewind_reads_again_only_what_was_not_acked() {
+        let slot = (0, 0);
+        let topics = [Arc::<str>::from("t")];
+        let mut state = State::default();
+        state.assign(&[slot]);
+        state.set_progress(slot, None);
+        held(&mut state, slot, 0..4);
+        let token = |offset| AckToken::new("t", 0, offset);
+        state.ack(&[token(1), token(2)], |_| Some(slot));
+        assert_eq!(state.rewind(slot, &topics), Some(0));
+        let handed: Vec<u64> = (0..4)
+            .filter(|o| state.accept(slot, *o).is_some())
+            .collect();
+        assert_eq!(handed, vec![0, 3]);
     }
 }

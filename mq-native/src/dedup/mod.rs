@@ -11,12 +11,16 @@
 //! key_len:u32 key`.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use mq_core::{MessageId, Receipt};
+
+use crate::fs::{File, Fs};
+
+#[cfg(test)]
+mod fuzz;
 
 /// What a key maps to.
 #[derive(Clone, Debug)]
@@ -58,7 +62,8 @@ pub struct DedupIndex {
     pub generation: u64,
     /// Bytes of the journal that are durable.
     pub journal_len: u64,
-    journal: Option<Arc<File>>,
+    journal: Option<File>,
+    fs: Fs,
 }
 
 fn journal_path(dir: &Path, generation: u64) -> PathBuf {
@@ -68,6 +73,7 @@ fn journal_path(dir: &Path, generation: u64) -> PathBuf {
 impl DedupIndex {
     /// Loads the journal `generation` up to `len` bytes, dropping expired keys.
     pub fn load(
+        fs: &Fs,
         dir: &Path,
         window_ms: u64,
         generation: u64,
@@ -84,8 +90,9 @@ impl DedupIndex {
             generation,
             journal_len: 0,
             journal: None,
+            fs: fs.clone(),
         };
-        let data = crate::fsutil::read_optional(&path)?.unwrap_or_default();
+        let data = crate::fs::read_optional(&**fs, &path)?.unwrap_or_default();
         let data = &data[..data.len().min(len as usize)];
         let mut at = 0;
         while let Some((key, entry, used)) = decode_record(&data[at..]) {
@@ -96,20 +103,16 @@ impl DedupIndex {
             }
         }
         index.journal_len = at as u64;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
+        let file = fs.open(&path, true)?;
         file.set_len(index.journal_len)?;
-        index.journal = Some(Arc::new(file));
+        index.journal = Some(file);
         // Journals of other generations are left over from a compaction.
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            for e in entries.flatten() {
-                let name = e.file_name();
+        if let Ok(names) = fs.read_dir(dir) {
+            for name in names {
+                let other = dir.join(&name);
                 let name = name.to_string_lossy();
-                if name.starts_with("dedup-") && name.ends_with(".journal") && e.path() != path {
-                    let _ = std::fs::remove_file(e.path());
+                if name.starts_with("dedup-") && name.ends_with(".journal") && other != path {
+                    let _ = fs.remove_file(&other);
                 }
             }
         }
@@ -163,7 +166,7 @@ impl DedupIndex {
     /// Where the next journal bytes go: the file and the byte offset. The
     /// checkpoint, the journal's only writer, writes and fsyncs them
     /// without holding this index's lock, which appends take.
-    pub fn journal_end(&self) -> Option<(Arc<File>, u64)> {
+    pub fn journal_end(&self) -> Option<(File, u64)> {
         self.journal.clone().map(|file| (file, self.journal_len))
     }
 
@@ -192,24 +195,22 @@ impl DedupIndex {
         }
         let next = self.generation + 1;
         let path = journal_path(&self.dir, next);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
-        file.write_all(&bytes)?;
+        let file = self.fs.create(&path)?;
+        file.write_all_at(&bytes, 0)?;
         file.sync_all()?;
-        crate::fsutil::sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         self.generation = next;
         self.journal_len = bytes.len() as u64;
-        self.journal = Some(Arc::new(file));
+        self.journal = Some(file);
         Ok(true)
     }
 
     /// Removes journals other than the current generation (after a checkpoint names it).
     pub fn remove_old_journals(&self) {
         if self.generation > 0 {
-            let _ = std::fs::remove_file(journal_path(&self.dir, self.generation - 1));
+            let _ = self
+                .fs
+                .remove_file(&journal_path(&self.dir, self.generation - 1));
         }
     }
 }
@@ -268,7 +269,8 @@ mod tests {
     #[test]
     fn journal_round_trip_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = DedupIndex::load(dir.path(), 1000, 0, 0, 0).unwrap();
+        let fs = crate::fs::real();
+        let mut d = DedupIndex::load(&fs, dir.path(), 1000, 0, 0, 0).unwrap();
         let entry = |at_ms, position| DedupEntry {
             id: MessageId::new(),
             topic: "t".into(),
@@ -282,11 +284,11 @@ mod tests {
         d.insert("c".into(), entry(950, 30));
         let job = d.journal_job(25);
         let (file, at) = d.journal_end().unwrap();
-        std::os::unix::fs::FileExt::write_all_at(&*file, &job, at).unwrap();
+        file.write_all_at(&job, at).unwrap();
         d.journaled(job.len() as u64);
         let len = d.journal_len;
         assert!(d.get("a", 500).is_some());
-        let mut again = DedupIndex::load(dir.path(), 1000, 0, len, 1200).unwrap();
+        let mut again = DedupIndex::load(&fs, dir.path(), 1000, 0, len, 1200).unwrap();
         assert!(again.get("a", 1200).is_none(), "expired");
         assert_eq!(again.get("b", 1200).unwrap().offset, Some(7));
         assert!(again.get("c", 1200).is_none(), "not journaled before 25");

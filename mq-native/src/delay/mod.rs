@@ -116,7 +116,7 @@ mod tests {
 
     fn store(dir: &std::path::Path, now: u64) -> DelayStore {
         DelayStore {
-            index: IndexFile::open(&dir.join("delay.idx"), 0).unwrap(),
+            index: IndexFile::open(&crate::fs::RealFs, &dir.join("delay.idx"), 0).unwrap(),
             done: DoneSet::default(),
             wheel: Wheel::new(now),
             unwritten_done: VecDeque::new(),

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use mq_core::driver::{
-    AdminSupport, BrowseSpec, BrowsedMessage, Capabilities, Driver, DriverSubscription,
-    DriverTransaction, PartitionLag, ResetTo, StartFrom, SubscribeSpec, Support, TopicInfo,
-    TopicSpec,
+    AdminSupport, BrowseSpec, BrowsedMessage, Capabilities, Driver, DriverHalfChecks,
+    DriverSubscription, DriverTransaction, HalfOutcome, HalfToken, PartitionLag, ResetTo,
+    StartFrom, SubscribeSpec, Support, TopicInfo, TopicSpec,
 };
 use mq_core::{Config, Error, Message, Receipt, Result};
 
@@ -80,7 +80,8 @@ impl NativeDriver {
     /// Opens the directory of a `native://PATH[?options]` URL, recovering
     /// it after a crash. Options: `fsync=always|never|interval:<ms>`,
     /// `partitions`, `segment_bytes`, `max_message_bytes`, `dedup_window`,
-    /// `retention`, `retention_bytes`, `auto_create`, `checkpoint_interval`.
+    /// `retention`, `retention_bytes`, `auto_create`, `checkpoint_interval`,
+    /// `half_check_after`, `half_check_interval` (see [`Options`]).
     pub async fn open(config: &Config) -> Result<NativeDriver> {
         let options = Options::from_config(config)?;
         Self::open_with(options).await
@@ -98,13 +99,31 @@ impl NativeDriver {
         })
     }
 
+    /// Opens a directory on file system `fs`, with the housekeeping thread
+    /// or without (see `Engine::open_on`), outside the per-process table of
+    /// shared engines: for power-loss simulation.
+    #[doc(hidden)]
+    pub async fn open_on(
+        options: Options,
+        fs: crate::fs::Fs,
+        housekeeper: bool,
+    ) -> Result<NativeDriver> {
+        let engine = off_runtime(move || Engine::open_on(options, fs, housekeeper)).await?;
+        Ok(NativeDriver {
+            inner: Arc::new(Inner {
+                share: shared::private(engine),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
     /// The engine, for tools and tests.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.inner.share.engine
     }
 
     /// Runs `work` on the engine off the async workers.
-    async fn blocking<T: Send + 'static>(
+    pub(crate) async fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Arc<Engine>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
@@ -112,7 +131,7 @@ impl NativeDriver {
         off_runtime(move || work(&engine)).await
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) || self.engine().is_closed() {
             Err(Error::Closed("native driver"))
         } else {
@@ -139,7 +158,7 @@ impl NativeDriver {
 
     /// The append items of `batch`; topics not there yet are created
     /// (where allowed) off the async workers.
-    async fn items(&self, batch: Vec<Message>) -> Result<Vec<Item>> {
+    pub(crate) async fn items(&self, batch: Vec<Message>) -> Result<Vec<Item>> {
         let limit = self.engine().options.max_message_bytes;
         for message in &batch {
             let size = message.encoded_len();
@@ -176,7 +195,7 @@ impl NativeDriver {
 }
 
 /// Waits for an append to be durable.
-async fn durable(appended: crate::engine::Appended) -> Result<Vec<Receipt>> {
+pub(crate) async fn durable(appended: crate::engine::Appended) -> Result<Vec<Receipt>> {
     if let Some(wait) = appended.wait {
         wait.await.map_err(|_| Error::Closed("native engine"))??;
     }
@@ -197,6 +216,7 @@ impl Driver for NativeDriver {
         caps.transactions = Support::Native;
         caps.idempotent_publish = Support::Native;
         caps.topic_retention = Support::Native;
+        caps.half_messages = Support::Native;
         // A log: records stay for groups created after them.
         caps.retains_before_group = true;
         caps.admin = AdminSupport::ALL;
@@ -283,6 +303,23 @@ impl Driver for NativeDriver {
         // Reads the log (by time) and fsyncs the offsets: off the workers.
         self.blocking(move |engine| engine.reset_group(&topic, &group, to))
             .await
+    }
+
+    async fn publish_half(&self, group: &str, message: Message) -> Result<(Receipt, HalfToken)> {
+        self.prepare_half(group, message).await
+    }
+
+    async fn resolve_half(
+        &self,
+        group: &str,
+        token: HalfToken,
+        outcome: HalfOutcome,
+    ) -> Result<()> {
+        self.settle_half(group, token, outcome).await
+    }
+
+    async fn half_checks(&self, group: &str) -> Result<Box<dyn DriverHalfChecks>> {
+        self.open_half_checks(group)
     }
 
     async fn close(&self) -> Result<()> {

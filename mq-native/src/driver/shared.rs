@@ -47,7 +47,7 @@ pub(super) struct Share {
 /// Opens the directory of `options`, or joins the engine this process
 /// already has on it (whose options must be the same). Blocks on I/O.
 pub(super) fn open(options: Options) -> Result<Share> {
-    prepare_dir(&options.path)?;
+    prepare_dir(&crate::fs::RealFs, &options.path)?;
     let key = std::fs::canonicalize(&options.path).map_err(|e| path_error(&options.path, &e))?;
     let slot = {
         let mut slots = slots().lock();
@@ -89,6 +89,18 @@ pub(super) fn open(options: Options) -> Result<Share> {
     };
     drop(open);
     Ok(Share { slot, engine })
+}
+
+/// A share of an engine opened outside the per-process table (on a
+/// simulated file system), closed with its only share.
+pub(super) fn private(engine: Arc<Engine>) -> Share {
+    let slot = Arc::new(Slot {
+        open: Mutex::new(Some(Open {
+            engine: engine.clone(),
+            sharers: 1,
+        })),
+    });
+    Share { slot, engine }
 }
 
 impl Share {

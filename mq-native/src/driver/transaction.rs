@@ -41,7 +41,7 @@ impl DriverTransaction for NativeTransaction {
                     *partition,
                     None,
                 )),
-                Item::DelayDone(_) => None,
+                _ => None,
             })
             .collect();
         self.staged.extend(items);

@@ -14,6 +14,8 @@ use super::topics::Topic;
 use super::writer::Effect;
 use super::Engine;
 use crate::dedup::DedupEntry;
+use crate::half::record::{self, Resolution, KIND_HALF, KIND_HALF_DONE};
+use crate::half::store::Lookup;
 use crate::log::batch::{self, BatchWriter, Placement};
 use crate::log::index::Entry;
 
@@ -39,6 +41,37 @@ pub enum Item {
     },
     /// Delayed message `seq` was delivered (always appended with it).
     DelayDone(u64),
+    /// A prepared message of producer group `group`, delivered to nobody
+    /// until resolved (see [`crate::half`]).
+    Half {
+        /// The producer group.
+        group: Arc<str>,
+        /// The partition it would go to, for the receipt.
+        partition: u32,
+        /// The message, its topic the destination.
+        message: Message,
+    },
+    /// Half message `seq` is resolved; a commit appends its message in the
+    /// same atomic batch. An append holding one for a message resolved
+    /// before writes nothing: the first outcome stands.
+    HalfDone {
+        /// The half message.
+        seq: u64,
+        /// What became of it.
+        outcome: Resolution,
+    },
+}
+
+impl Item {
+    /// Exact encoded size of its record.
+    fn record_len(&self) -> usize {
+        match self {
+            Item::Message { message, .. } => batch::message_record_len(message, true),
+            Item::DelayDone(_) => batch::DELAY_DONE_RECORD_LEN,
+            Item::Half { group, message, .. } => record::half_record_len(group, message),
+            Item::HalfDone { .. } => record::DONE_RECORD_LEN,
+        }
+    }
 }
 
 /// The outcome of an append.
@@ -47,6 +80,8 @@ pub struct Appended {
     pub receipts: Vec<Receipt>,
     /// Resolves once everything is durable; `None` when nothing needs waiting for.
     pub wait: Option<oneshot::Receiver<Result<()>>>,
+    /// The sequence number of each [`Item::Half`], in order.
+    pub half_seqs: Vec<u64>,
 }
 
 struct Open {
@@ -65,7 +100,7 @@ fn by_partition(items: &[Item]) -> Vec<usize> {
         Item::Message {
             topic, partition, ..
         } => (topic.id, *partition),
-        Item::DelayDone(_) => (u32::MAX, 0),
+        _ => (u32::MAX, 0),
     };
     let mut keys: Vec<((u32, u32), usize)> = Vec::new();
     for item in items {
@@ -105,14 +140,7 @@ impl Engine {
     pub fn append(&self, items: Vec<Item>, atomic: bool) -> Result<Appended> {
         let now = epoch_micros(SystemTime::now());
         let now_ms = now / 1000;
-        let size = batch::HEADER_LEN
-            + items
-                .iter()
-                .map(|i| match i {
-                    Item::Message { message, .. } => batch::message_record_len(message, true),
-                    Item::DelayDone(_) => batch::DELAY_DONE_RECORD_LEN,
-                })
-                .sum::<usize>();
+        let size = batch::HEADER_LEN + items.iter().map(Item::record_len).sum::<usize>();
         if atomic {
             let limit = (self.options.segment_bytes as usize).min(batch::MAX_BATCH_LEN);
             if size > limit {
@@ -138,6 +166,43 @@ impl Engine {
         }
         let w = &mut *guard;
         let written = w.written;
+        let mut half = None;
+        let mut half_seqs = Vec::new();
+        // A resolution decided before makes this append void, checked
+        // under the writer lock that every resolution is made under.
+        for item in &items {
+            let Item::HalfDone { seq, .. } = item else {
+                continue;
+            };
+            let store = half.get_or_insert_with(|| self.half.lock());
+            let wait_for_first = match store.lookup(*seq) {
+                Lookup::Unresolved(_) => continue,
+                Lookup::Resolving { position } => position >= written,
+                Lookup::Resolved => false,
+                Lookup::Unknown => {
+                    return Err(Error::invalid(
+                        "half token",
+                        seq.to_string(),
+                        "no half message has this number in this data directory",
+                    ))
+                }
+            };
+            let wait = wait_for_first.then(|| {
+                let (tx, rx) = oneshot::channel();
+                w.pending.waiters.push(tx);
+                rx
+            });
+            drop(half);
+            drop(guard);
+            if wait.is_some() {
+                self.work.notify_one();
+            }
+            return Ok(Appended {
+                receipts: Vec::new(),
+                wait,
+                half_seqs,
+            });
+        }
         let bytes = &mut w.pending.bytes;
         // One reservation instead of repeated doubling and copying.
         bytes.reserve(size + size / TARGET_BATCH * batch::HEADER_LEN);
@@ -152,12 +217,9 @@ impl Engine {
                 Item::Message {
                     topic, partition, ..
                 } => Some((topic.id, *partition)),
-                Item::DelayDone(_) => None,
+                _ => None,
             };
-            let rec_len = match item {
-                Item::Message { message, .. } => batch::message_record_len(message, true),
-                Item::DelayDone(_) => batch::DELAY_DONE_RECORD_LEN,
-            };
+            let rec_len = item.record_len();
             if let Item::Message {
                 message,
                 dedup: true,
@@ -201,6 +263,37 @@ impl Engine {
                 o.partition = part_key;
             }
             match item {
+                Item::Half {
+                    group,
+                    partition,
+                    message,
+                } => {
+                    let id = message.id().unwrap_or_default();
+                    let seq = half.get_or_insert_with(|| self.half.lock()).prepare(
+                        o.position,
+                        group.clone(),
+                        id,
+                        now,
+                    );
+                    o.writer.record(bytes, KIND_HALF, |b| {
+                        record::encode_half(b, seq, group, message, now)
+                    });
+                    w.pending.effects.push(Effect::Half { seq });
+                    half_seqs.push(seq);
+                    receipts[i] = Some(Receipt::new(
+                        id,
+                        message.topic_arc().clone(),
+                        *partition,
+                        None,
+                    ));
+                }
+                Item::HalfDone { seq, outcome } => {
+                    half.get_or_insert_with(|| self.half.lock())
+                        .resolve(*seq, o.position);
+                    o.writer.record(bytes, KIND_HALF_DONE, |b| {
+                        record::encode_done(b, *seq, *outcome)
+                    });
+                }
                 Item::DelayDone(seq) => {
                     o.writer.delay_done(bytes, *seq);
                     delay
@@ -296,12 +389,14 @@ impl Engine {
         }
         drop(dedup);
         drop(delay);
+        drop(half);
         let receipts: Vec<Receipt> = receipts.into_iter().flatten().collect();
         let added = bytes.len() > added_from;
         if !added && !wait_for_duplicate {
             return Ok(Appended {
                 receipts,
                 wait: None,
+                half_seqs,
             });
         }
         let (tx, rx) = oneshot::channel();
@@ -311,6 +406,7 @@ impl Engine {
         Ok(Appended {
             receipts,
             wait: Some(rx),
+            half_seqs,
         })
     }
 

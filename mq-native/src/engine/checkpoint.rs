@@ -6,7 +6,6 @@
 //! and rescans the log from `P`, so a crash costs a rescan of at most one
 //! checkpoint interval of appends.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -16,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use super::Engine;
 use crate::error::{corrupt, io_error};
 use crate::group::offsets::{OffsetsFile, SavedCursor};
+use crate::half::store::HalfCheckpoint;
 use crate::log::index::run_flush_job;
+use crate::log::segment::MAX_POSITION;
 
 /// One partition's durable index state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -57,18 +58,66 @@ pub struct Checkpoint {
     pub dedup_generation: u64,
     /// Dedup journal durable length.
     pub dedup_len: u64,
+    /// Unresolved half messages (absent in checkpoints from before them).
+    #[serde(default)]
+    pub half: HalfCheckpoint,
 }
 
 impl Checkpoint {
     /// Reads `checkpoint.json` in `dir`; default (empty) when absent.
-    pub fn load(dir: &std::path::Path) -> Result<Self> {
+    pub fn load(fs: &dyn crate::fs::FileSystem, dir: &std::path::Path) -> Result<Self> {
         let path = dir.join("checkpoint.json");
-        match crate::fsutil::read_optional(&path)
+        match crate::fs::read_optional(fs, &path)
             .map_err(|e| io_error(format!("reading {}", path.display()), e))?
         {
             None => Ok(Checkpoint::default()),
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| corrupt(&path, 0, format!("not a checkpoint: {e}"))),
+            Some(bytes) => {
+                let checkpoint: Checkpoint = serde_json::from_slice(&bytes)
+                    .map_err(|e| corrupt(&path, 0, format!("not a checkpoint: {e}")))?;
+                checkpoint.check().map_err(|why| corrupt(&path, 0, why))?;
+                Ok(checkpoint)
+            }
+        }
+    }
+
+    /// Checks the counts against the log position: every offset, delay and
+    /// half message has a record of its own, at least a byte, before the
+    /// position, so no count can exceed it. A count past it is damage, and
+    /// counting on from there overflowed.
+    fn check(&self) -> std::result::Result<(), String> {
+        let position = self.position;
+        if position > MAX_POSITION {
+            return Err(format!("log position {position} is past the largest one"));
+        }
+        for p in &self.partitions {
+            if p.end > position {
+                return Err(format!(
+                    "the end of topic {} partition {} is {}, past log position {position}",
+                    p.topic, p.partition, p.end
+                ));
+            }
+        }
+        let counts = [
+            ("the delay count", self.delay.entries),
+            ("the delays done", self.delay.done_base),
+            ("the next half message", self.half.next_seq),
+        ];
+        if let Some((what, n)) = counts.iter().find(|(_, n)| *n > position) {
+            return Err(format!("{what} is {n}, past log position {position}"));
+        }
+        // Restoring one at or past the next number moves the next number
+        // there, and the following checkpoint would be refused.
+        match self
+            .half
+            .unresolved
+            .iter()
+            .find(|h| h.seq >= self.half.next_seq)
+        {
+            Some(h) => Err(format!(
+                "half message {} is not below the next one, {}",
+                h.seq, self.half.next_seq
+            )),
+            None => Ok(()),
         }
     }
 }
@@ -81,7 +130,7 @@ impl Engine {
         // too: one created just before the cut may have records in it,
         // and a partition the checkpoint does not list is rebuilt from
         // the cut's position on, past them.
-        let (position, parts, delay_cut, dedup_bytes) = {
+        let (position, parts, delay_cut, dedup_bytes, half) = {
             let w = self.writer.lock();
             let topics = self.topics.read().all();
             let mut parts = Vec::new();
@@ -96,12 +145,13 @@ impl Engine {
             let delay_cut = (delay.index.len(), done_base, done_words);
             drop(delay);
             let dedup_bytes = self.dedup.lock().journal_job(w.position);
-            (w.position, parts, delay_cut, dedup_bytes)
+            let half = self.half.lock().checkpoint();
+            (w.position, parts, delay_cut, dedup_bytes, half)
         };
         // Nothing appended since the last checkpoint: it still holds
-        // (delay and dedup state only change with appends).
+        // (delay, dedup and half state only change with appends).
         if position == self.checkpoint_position.load(Ordering::Acquire)
-            && self.dir.join("checkpoint.json").exists()
+            && self.fs.exists(&self.dir.join("checkpoint.json"))
         {
             return self.save_offsets();
         }
@@ -140,6 +190,18 @@ impl Engine {
         for (t, p, entries, end) in parts {
             if t.deleted.load(Ordering::Acquire) {
                 continue;
+            }
+            if p == 0 && t.unsynced_names.load(Ordering::Acquire) {
+                // The checkpoint is about to vouch for entries in index
+                // files a power loss could still take back with their
+                // names: then recovery would trust entries that are gone
+                // and never rescan the records they point at.
+                let root = super::topics::index_root(&self.dir);
+                self.fs
+                    .sync_dir(&t.dir)
+                    .and_then(|()| self.fs.sync_dir(&root))
+                    .map_err(|e| io_error(format!("syncing {}", t.dir.display()), e))?;
+                t.unsynced_names.store(false, Ordering::Release);
             }
             let job = t.partitions[p].index.lock().flush_job(entries);
             if let Some(job) = job {
@@ -189,11 +251,12 @@ impl Engine {
             },
             dedup_generation,
             dedup_len,
+            half,
         };
         let bytes = serde_json::to_vec(&checkpoint)
             .map_err(|e| crate::error::backend(format!("encoding the checkpoint: {e}")))?;
         let path = self.dir.join("checkpoint.json");
-        crate::fsutil::write_atomic(&path, &bytes)
+        crate::fs::write_atomic(&*self.fs, &path, &bytes)
             .map_err(|e| io_error(format!("writing {}", path.display()), e))?;
         self.checkpoint_position.store(position, Ordering::Release);
         if compacted {
@@ -232,7 +295,7 @@ impl Engine {
         let bytes = serde_json::to_vec(&file)
             .map_err(|e| crate::error::backend(format!("encoding offsets: {e}")))?;
         let path = self.dir.join("offsets.json");
-        if let Err(e) = crate::fsutil::write_atomic(&path, &bytes) {
+        if let Err(e) = crate::fs::write_atomic(&*self.fs, &path, &bytes) {
             self.offsets_dirty.store(true, Ordering::Release);
             return Err(io_error(format!("writing {}", path.display()), e));
         }

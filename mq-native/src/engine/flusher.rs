@@ -112,6 +112,7 @@ impl Engine {
                     self.delay.lock().wheel.insert(*due_us, *seq);
                     delays = true;
                 }
+                Effect::Half { seq } => self.half.lock().schedule(*seq),
             }
         }
         {
@@ -128,6 +129,7 @@ impl Engine {
             }
         }
         self.delay.lock().written_to(end);
+        self.half.lock().written_to(end);
         self.progress.notify_all();
         for topic in touched {
             topic.changed.notify_waiters();
@@ -196,6 +198,7 @@ impl Engine {
             }
             self.delay.lock().rollback(start);
             self.dedup.lock().rollback(start);
+            self.half.lock().rollback(start);
             self.log.invalidate();
             later
         };

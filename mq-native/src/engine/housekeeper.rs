@@ -70,6 +70,13 @@ impl Engine {
         }
     }
 
+    /// Promotes the delays due now, as the housekeeping thread does: for
+    /// an engine opened without that thread (a simulation).
+    #[doc(hidden)]
+    pub fn promote_due_now(&self) -> Result<()> {
+        self.promote_due(&mut LogReader::default())
+    }
+
     /// Appends every delayed message due within [`PROMOTE_AHEAD_US`] to its
     /// topic, hidden until its due time, each in one batch with its
     /// delay-done record.

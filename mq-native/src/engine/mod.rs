@@ -30,7 +30,8 @@ pub use append::{Appended, Item};
 
 use crate::dedup::DedupIndex;
 use crate::delay::DelayStore;
-use crate::fsutil::DirLock;
+use crate::fs::{Fs, LockGuard};
+use crate::half::store::HalfStore;
 use crate::log::segment::SegmentSet;
 use crate::options::Options;
 use topic_table::{TableWrites, TopicTable};
@@ -50,7 +51,9 @@ pub struct Engine {
     pub options: Options,
     /// The data directory.
     pub dir: PathBuf,
-    lock: Mutex<Option<DirLock>>,
+    /// The file system it is on.
+    pub(crate) fs: Fs,
+    lock: Mutex<Option<LockGuard>>,
     /// The commit log.
     pub log: SegmentSet,
     /// Appends waiting for the flusher, and the log's ends.
@@ -69,6 +72,8 @@ pub struct Engine {
     pub dedup: Mutex<DedupIndex>,
     /// Delayed messages.
     pub delay: Mutex<DelayStore>,
+    /// Unresolved prepared (half) messages.
+    pub half: Mutex<HalfStore>,
     house: Mutex<bool>,
     house_cv: Condvar,
     checkpointing: Mutex<()>,
@@ -144,6 +149,8 @@ impl Engine {
         for t in self.topics.read().all() {
             t.changed.notify_waiters();
         }
+        // Check streams end instead of waiting for their next check.
+        self.half.lock().notify.notify_waiters();
         self.lock.lock().take();
     }
 }

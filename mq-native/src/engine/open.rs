@@ -23,12 +23,13 @@ use crate::dedup::{DedupEntry, DedupIndex};
 use crate::delay::wheel::Wheel;
 use crate::delay::DelayStore;
 use crate::error::{corrupt, io_error};
-use crate::fsutil::{DirLock, LockError};
+use crate::fs::{FileSystem, Fs, LockError};
 use crate::group::offsets::OffsetsFile;
+use crate::half::store::HalfStore;
 use crate::log::batch::{self, Record};
 use crate::log::index::{get_shared, Entry, IndexFile};
 use crate::log::recovery::{scan, Tail};
-use crate::log::segment::SegmentSet;
+use crate::log::segment::{SegmentSet, MAX_POSITION};
 use crate::options::Options;
 
 pub(crate) fn path_error(path: &Path, e: &io::Error) -> Error {
@@ -43,15 +44,17 @@ pub(crate) fn path_error(path: &Path, e: &io::Error) -> Error {
 }
 
 /// Makes sure `path` is a usable directory.
-pub(crate) fn prepare_dir(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_dir() => Err(Error::Config(format!(
+pub(crate) fn prepare_dir(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    match fs.is_dir(path) {
+        Ok(false) => Err(Error::Config(format!(
             "native data path {} is a file, not a directory",
             path.display()
         ))),
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(path).map_err(|e| path_error(path, &e))
+            // Synced into its parent: a power loss must not take the
+            // directory, and every acknowledged send in it, back.
+            crate::fs::create_dir_durable(fs, path).map_err(|e| path_error(path, &e))
         }
         Err(e) => Err(path_error(path, &e)),
     }
@@ -60,11 +63,19 @@ pub(crate) fn prepare_dir(path: &Path) -> Result<()> {
 impl Engine {
     /// Opens (or creates) the data directory of `options`.
     pub fn open(options: Options) -> Result<Arc<Engine>> {
+        Self::open_on(options, crate::fs::real(), true)
+    }
+
+    /// Opens the data directory of `options` on `fs`; without
+    /// `housekeeper` no thread promotes delays, checkpoints or applies
+    /// retention by itself (a simulation calls them, so that runs repeat).
+    #[doc(hidden)]
+    pub fn open_on(options: Options, fs: Fs, housekeeper: bool) -> Result<Arc<Engine>> {
         // Options may be built by hand, not only parsed from a URL.
         options.validate()?;
         let dir = options.path.clone();
-        prepare_dir(&dir)?;
-        let lock = match DirLock::acquire(&dir) {
+        prepare_dir(&*fs, &dir)?;
+        let lock = match fs.lock_dir(&dir) {
             Ok(lock) => lock,
             Err(LockError::Held(holder)) => {
                 return Err(Error::Connection {
@@ -78,20 +89,20 @@ impl Engine {
             Err(LockError::Io(e)) => return Err(path_error(&dir, &e)),
         };
         let log_dir = dir.join("log");
-        std::fs::create_dir_all(&log_dir).map_err(|e| path_error(&log_dir, &e))?;
+        crate::fs::create_dir_durable(&*fs, &log_dir).map_err(|e| path_error(&log_dir, &e))?;
 
-        let ckpt = Checkpoint::load(&dir)?;
+        let ckpt = Checkpoint::load(&*fs, &dir)?;
         let keep: HashMap<(u32, u32), (u64, u64)> = ckpt
             .partitions
             .iter()
             .map(|p| ((p.topic, p.partition), (p.entries, p.end)))
             .collect();
-        let table = TopicTable::load(&dir)?;
-        let topics = Topics::open(&dir, &table, &|t, p| {
+        let table = TopicTable::load(&fs, &dir)?;
+        let topics = Topics::open(&fs, &dir, &table, &|t, p| {
             keep.get(&(t, p)).copied().unwrap_or((0, 0))
         })?;
         let delay_path = dir.join("delay.idx");
-        let delay_index = IndexFile::open(&delay_path, ckpt.delay.entries)
+        let delay_index = IndexFile::open(&*fs, &delay_path, ckpt.delay.entries)
             .map_err(|e| io_error(format!("opening {}", delay_path.display()), e))?;
         let now = epoch_micros(SystemTime::now());
         let mut delay = DelayStore {
@@ -100,9 +111,13 @@ impl Engine {
             wheel: Wheel::new(now),
             unwritten_done: Default::default(),
         };
+        let checkpoint_path = dir.join("checkpoint.json");
+        let mut half = HalfStore::restore(&ckpt.half, crate::half::timing(&options))
+            .map_err(|why| corrupt(&checkpoint_path, 0, why))?;
         // Saturating: a window too long for u64 milliseconds is forever.
         let window_ms = u64::try_from(options.dedup_window.as_millis()).unwrap_or(u64::MAX);
         let mut dedup = DedupIndex::load(
+            &fs,
             &dir,
             window_ms,
             ckpt.dedup_generation,
@@ -111,7 +126,14 @@ impl Engine {
         )
         .map_err(|e| io_error("loading the dedup journal", e))?;
 
-        let log = SegmentSet::open(&log_dir).map_err(|e| path_error(&log_dir, &e))?;
+        let log = SegmentSet::open(&fs, &log_dir).map_err(|e| path_error(&log_dir, &e))?;
+        if let Some(bad) = log.all().into_iter().find(|s| s.base > MAX_POSITION) {
+            return Err(corrupt(
+                &bad.path,
+                0,
+                "the file name puts the segment past the largest log position",
+            ));
+        }
         if log.last().is_none() {
             if ckpt.position > 0 {
                 return Err(corrupt(&log_dir, 0, "the log segments are missing"));
@@ -125,6 +147,7 @@ impl Engine {
             replay(
                 &topics,
                 &mut delay,
+                &mut half,
                 &mut dedup,
                 window_ms,
                 now / 1000,
@@ -156,7 +179,7 @@ impl Engine {
                 part.start.store(start, Ordering::Release);
             }
         }
-        load_offsets(&dir, &topics)?;
+        load_offsets(&*fs, &dir, &topics)?;
         delay
             .load_wheel(None)
             .map_err(|e| io_error("loading pending delays", e))?;
@@ -164,6 +187,7 @@ impl Engine {
         let engine = Arc::new(Engine {
             options,
             dir,
+            fs,
             lock: Mutex::new(Some(lock)),
             log,
             writer: Mutex::new(WriterState {
@@ -183,6 +207,7 @@ impl Engine {
             table: Mutex::new(table),
             dedup: Mutex::new(dedup),
             delay: Mutex::new(delay),
+            half: Mutex::new(half),
             house: Mutex::new(false),
             house_cv: Condvar::new(),
             checkpointing: Mutex::new(()),
@@ -202,14 +227,17 @@ impl Engine {
                 .spawn(move || engine.run_flusher())
                 .map_err(|e| io_error("starting the flusher thread", e))?
         };
-        let house = {
-            let engine = engine.clone();
-            std::thread::Builder::new()
-                .name("mq-native-house".into())
-                .spawn(move || engine.run_housekeeper())
-                .map_err(|e| io_error("starting the housekeeping thread", e))?
-        };
-        engine.threads.lock().extend([flusher, house]);
+        engine.threads.lock().push(flusher);
+        if housekeeper {
+            let house = {
+                let engine = engine.clone();
+                std::thread::Builder::new()
+                    .name("mq-native-house".into())
+                    .spawn(move || engine.run_housekeeper())
+                    .map_err(|e| io_error("starting the housekeeping thread", e))?
+            };
+            engine.threads.lock().push(house);
+        }
         engine.checkpoint()?;
         Ok(engine)
     }
@@ -230,9 +258,11 @@ pub(super) fn first_offset_at(index: &Mutex<IndexFile>, log_start: u64) -> io::R
 }
 
 /// Applies one batch found past the checkpoint to the in-memory state.
+#[allow(clippy::too_many_arguments)]
 fn replay(
     topics: &Topics,
     delay: &mut DelayStore,
+    half: &mut HalfStore,
     dedup: &mut DedupIndex,
     window_ms: u64,
     now_ms: u64,
@@ -246,7 +276,27 @@ fn replay(
         let record = record.map_err(|e| corrupt(Path::new("log"), position, e))?;
         match record {
             Record::DelayDone(seq) => delay.done.insert(seq),
+            Record::Half(h) => half.replay_half(h.seq, h.group, h.id(), position, h.prepared_us),
+            Record::HalfDone { seq, .. } => half.replay_done(seq),
             Record::Message(m) => {
+                // Numbered before the topic is looked up: a delay whose
+                // topic was deleted since still holds its sequence number
+                // (its promotion only marks it done), and skipping it
+                // made every later delay look out of order.
+                if let Some(due) = m.deliver_at_us {
+                    let seq = delay.index.len();
+                    if m.offset < seq {
+                        continue;
+                    }
+                    if m.offset > seq {
+                        return Err(corrupt(
+                            Path::new("log"),
+                            position,
+                            format!("delay {} follows {}", m.offset, seq),
+                        ));
+                    }
+                    delay.add(due, position);
+                }
                 let Some(topic) = topics.by_id(m.topic) else {
                     continue;
                 };
@@ -254,21 +304,7 @@ fn replay(
                     continue;
                 };
                 let offset = match m.deliver_at_us {
-                    Some(due) => {
-                        let seq = delay.index.len();
-                        if m.offset < seq {
-                            continue;
-                        }
-                        if m.offset > seq {
-                            return Err(corrupt(
-                                Path::new("log"),
-                                position,
-                                format!("delay {} follows {}", m.offset, seq),
-                            ));
-                        }
-                        delay.add(due, position);
-                        None
-                    }
+                    Some(_) => None,
                     None => {
                         let next = part.next.load(Ordering::Acquire);
                         if m.offset < next {
@@ -319,9 +355,9 @@ fn replay(
 }
 
 /// Restores group cursors from `offsets.json`.
-fn load_offsets(dir: &Path, topics: &Topics) -> Result<()> {
+fn load_offsets(fs: &dyn FileSystem, dir: &Path, topics: &Topics) -> Result<()> {
     let path = dir.join("offsets.json");
-    let Some(bytes) = crate::fsutil::read_optional(&path)
+    let Some(bytes) = crate::fs::read_optional(fs, &path)
         .map_err(|e| io_error(format!("reading {}", path.display()), e))?
     else {
         return Ok(());
@@ -337,7 +373,16 @@ fn load_offsets(dir: &Path, topics: &Topics) -> Result<()> {
         };
         let end = part.next.load(Ordering::Acquire);
         let committed = saved.committed.min(end);
-        let mut cursor = Cursor::restored(committed, saved.delivered.min(end), saved.acked);
+        let delivered = saved.delivered.min(end);
+        // Only delivered records can have been acked: acks of others (of
+        // records a power loss took back after the file was saved, or
+        // damage) are dropped, and so is the span a bitmap of them would
+        // have to cover (an ack far past the end allocated without bound).
+        let acked = saved
+            .acked
+            .into_iter()
+            .filter(|offset| (committed..delivered).contains(offset));
+        let mut cursor = Cursor::restored(committed, delivered, acked);
         cursor.skip_to(part.start.load(Ordering::Acquire));
         part.cursors
             .lock()

@@ -89,7 +89,7 @@ impl Engine {
 
     /// Deletes whole segments past the retention age or size. Never the
     /// active segment, nor one the last checkpoint does not cover, nor one
-    /// holding a pending delay.
+    /// holding a pending delay or an unresolved half message.
     fn delete_segments(&self) -> Result<()> {
         if self.options.retention.is_none() && self.options.retention_bytes.is_none() {
             return Ok(());
@@ -109,6 +109,7 @@ impl Engine {
                 .flatten()
                 .map_or(u64::MAX, |e| e.position)
         };
+        let pinned = pinned.min(self.half.lock().pinned().unwrap_or(u64::MAX));
         let mut total: u64 = segments.iter().map(|s| s.len().unwrap_or(0)).sum();
         let now = SystemTime::now();
         let mut removed = false;

@@ -57,7 +57,12 @@ impl Engine {
             partitions: partitions.unwrap_or(self.options.partitions),
             retention_ms: None,
         };
-        let topic = Arc::new(Topic::open(&meta, &index_root(&self.dir), &|_| (0, 0))?);
+        let topic = Arc::new(Topic::open(
+            &self.fs,
+            &meta,
+            &index_root(&self.dir),
+            &|_| (0, 0),
+        )?);
         table.commit(Change::Create(meta))?;
         self.topics.write().insert(topic.clone());
         Ok(topic)
@@ -78,7 +83,7 @@ impl Engine {
         };
         topic.deleted.store(true, Ordering::Release);
         topic.changed.notify_waiters();
-        if let Err(e) = std::fs::remove_dir_all(&topic.dir) {
+        if let Err(e) = self.fs.remove_dir_all(&topic.dir) {
             tracing::warn!(error = %e, dir = %topic.dir.display(), "native engine: removing a deleted topic's indexes failed; the next open retries");
         }
         Ok(true)

@@ -17,14 +17,17 @@
 //! followed by a good one is corruption and opening fails naming the byte.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use mq_core::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{backend, corrupt, io_error};
+use crate::fs::{File, Fs};
+
+#[cfg(test)]
+#[path = "topic_table_fuzz.rs"]
+mod fuzz;
 
 /// Journal bytes below which it is never folded into the snapshot.
 const FOLD_MIN: u64 = 64 * 1024;
@@ -93,6 +96,7 @@ pub struct TableWrites {
 /// The table and the files that keep it.
 #[derive(Debug)]
 pub struct TopicTable {
+    fs: Fs,
     snapshot_path: PathBuf,
     journal_path: PathBuf,
     journal: File,
@@ -107,10 +111,10 @@ pub struct TopicTable {
 
 impl TopicTable {
     /// Loads the table of `dir`: its snapshot, then the journal past it.
-    pub fn load(dir: &Path) -> Result<Self> {
+    pub fn load(fs: &Fs, dir: &Path) -> Result<Self> {
         let snapshot_path = dir.join("topics.json");
         let journal_path = dir.join("topics.journal");
-        let (snapshot, snapshot_len) = match crate::fsutil::read_optional(&snapshot_path)
+        let (snapshot, snapshot_len) = match crate::fs::read_optional(&**fs, &snapshot_path)
             .map_err(|e| io_error(format!("reading {}", snapshot_path.display()), e))?
         {
             None => (Snapshot::default(), 0),
@@ -121,7 +125,8 @@ impl TopicTable {
             ),
         };
         let mut table = TopicTable {
-            journal: open_journal(&journal_path)?,
+            journal: open_journal(fs, &journal_path)?,
+            fs: fs.clone(),
             snapshot_path,
             journal_path,
             journal_len: 0,
@@ -140,7 +145,7 @@ impl TopicTable {
 
     fn replay(&mut self) -> Result<()> {
         let path = self.journal_path.clone();
-        let data = crate::fsutil::read_optional(&path)
+        let data = crate::fs::read_optional(&*self.fs, &path)
             .map_err(|e| io_error(format!("reading {}", path.display()), e))?
             .unwrap_or_default();
         let mut at = 0;
@@ -254,7 +259,7 @@ impl TopicTable {
         };
         let bytes = serde_json::to_vec(&snapshot)
             .map_err(|e| backend(format!("encoding the topic table: {e}")))?;
-        crate::fsutil::write_atomic(&self.snapshot_path, &bytes)
+        crate::fs::write_atomic(&*self.fs, &self.snapshot_path, &bytes)
             .map_err(|e| io_error(format!("writing {}", self.snapshot_path.display()), e))?;
         self.writes.bytes += bytes.len() as u64;
         self.writes.syncs += 2;
@@ -269,18 +274,14 @@ impl TopicTable {
     }
 }
 
-fn open_journal(path: &Path) -> Result<File> {
-    let existed = path.exists();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+fn open_journal(fs: &Fs, path: &Path) -> Result<File> {
+    let existed = fs.exists(path);
+    let file = fs
+        .open(path, true)
         .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
     if !existed {
         let dir = path.parent().unwrap_or(Path::new("."));
-        crate::fsutil::sync_dir(dir)
+        fs.sync_dir(dir)
             .map_err(|e| io_error(format!("syncing {}", dir.display()), e))?;
     }
     Ok(file)
@@ -322,7 +323,7 @@ mod tests {
     #[test]
     fn changes_survive_reopen_and_folds() {
         let dir = tempfile::tempdir().unwrap();
-        let mut table = TopicTable::load(dir.path()).unwrap();
+        let mut table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         // Enough to fold the journal into the snapshot a few times.
         for id in 1..=3000 {
             table.commit(Change::Create(meta(id))).unwrap();
@@ -339,7 +340,7 @@ mod tests {
             "folded at least once"
         );
         drop(table);
-        let table = TopicTable::load(dir.path()).unwrap();
+        let table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         assert_eq!(table.topics().count(), 2999);
         assert!(table.get(2).is_none());
         assert_eq!(table.get(3).unwrap().retention_ms, Some(5));
@@ -349,7 +350,7 @@ mod tests {
     #[test]
     fn a_change_costs_the_same_however_many_topics_exist() {
         let dir = tempfile::tempdir().unwrap();
-        let mut table = TopicTable::load(dir.path()).unwrap();
+        let mut table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         let n = 4000;
         for id in 1..=n {
             table.commit(Change::Create(meta(id))).unwrap();
@@ -365,7 +366,7 @@ mod tests {
     #[test]
     fn a_crash_between_snapshot_and_emptying_applies_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
-        let mut table = TopicTable::load(dir.path()).unwrap();
+        let mut table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         table.commit(Change::Create(meta(1))).unwrap();
         table.commit(Change::Create(meta(2))).unwrap();
         let journal = std::fs::read(dir.path().join("topics.journal")).unwrap();
@@ -375,18 +376,21 @@ mod tests {
         // The journal as it was before the fold: its creates are older
         // than the snapshot, so topic 1 stays deleted.
         std::fs::write(dir.path().join("topics.journal"), &journal).unwrap();
-        let mut table = TopicTable::load(dir.path()).unwrap();
+        let mut table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         assert_eq!(names(&table), ["t2"]);
         table.commit(Change::Create(meta(3))).unwrap();
         drop(table);
-        assert_eq!(names(&TopicTable::load(dir.path()).unwrap()), ["t2", "t3"]);
+        assert_eq!(
+            names(&TopicTable::load(&crate::fs::real(), dir.path()).unwrap()),
+            ["t2", "t3"]
+        );
     }
 
     #[test]
     fn a_torn_tail_is_cut_and_corruption_reported() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("topics.journal");
-        let mut table = TopicTable::load(dir.path()).unwrap();
+        let mut table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         for id in 1..=3 {
             table.commit(Change::Create(meta(id))).unwrap();
         }
@@ -395,7 +399,7 @@ mod tests {
         let mut torn = good.clone();
         torn.extend_from_slice(&good[..good.len() / 3 / 2]);
         std::fs::write(&path, &torn).unwrap();
-        let table = TopicTable::load(dir.path()).unwrap();
+        let table = TopicTable::load(&crate::fs::real(), dir.path()).unwrap();
         assert_eq!(names(&table), ["t1", "t2", "t3"]);
         drop(table);
         assert_eq!(std::fs::read(&path).unwrap(), good, "torn bytes are cut");
@@ -403,7 +407,9 @@ mod tests {
         let mut flipped = good;
         flipped[12] ^= 0x20;
         std::fs::write(&path, &flipped).unwrap();
-        let err = TopicTable::load(dir.path()).unwrap_err().to_string();
+        let err = TopicTable::load(&crate::fs::real(), dir.path())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("topics.journal") && err.contains("at byte 0"),
             "{err}"

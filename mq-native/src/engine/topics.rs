@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::topic_table::{TopicMeta, TopicTable};
 use crate::error::io_error;
+use crate::fs::Fs;
 use crate::log::index::IndexFile;
 
 /// One partition: its index, its ends and the groups' cursors over it.
@@ -59,6 +60,10 @@ pub struct Topic {
     retention_ms: AtomicU64,
     /// Set when the topic was deleted.
     pub deleted: AtomicBool,
+    /// Set while its index directory or files were created and their
+    /// names not yet synced; the checkpoint syncs them before vouching
+    /// for any index entry in them.
+    pub unsynced_names: AtomicBool,
 }
 
 impl LocalTopic for Topic {
@@ -93,17 +98,24 @@ impl LocalTopic for Topic {
 
 impl Topic {
     /// Opens (creating where missing) the index files of a topic of the table.
-    pub fn open(meta: &TopicMeta, root: &Path, keep: &dyn Fn(u32) -> (u64, u64)) -> Result<Self> {
+    pub fn open(
+        fs: &Fs,
+        meta: &TopicMeta,
+        root: &Path,
+        keep: &dyn Fn(u32) -> (u64, u64),
+    ) -> Result<Self> {
         let (id, name, partitions) = (meta.id, meta.name.as_str(), meta.partitions.max(1));
         let dir = root.join(id.to_string());
-        std::fs::create_dir_all(&dir)
+        let mut unsynced = !fs.exists(&dir);
+        fs.create_dir_all(&dir)
             .map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
         let mut parts = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let (entries, end) = keep(p);
             let path = dir.join(format!("{p}.idx"));
-            let index = IndexFile::open(&path, entries)
+            let index = IndexFile::open(&**fs, &path, entries)
                 .map_err(|e| io_error(format!("opening {}", path.display()), e))?;
+            unsynced |= index.created();
             parts.push(Partition {
                 index: Mutex::new(index),
                 next: AtomicU64::new(end),
@@ -122,6 +134,7 @@ impl Topic {
             round_robin: AtomicU32::new(0),
             retention_ms: AtomicU64::new(meta.retention_ms.unwrap_or(0)),
             deleted: AtomicBool::new(false),
+            unsynced_names: AtomicBool::new(unsynced),
         })
     }
 
@@ -161,30 +174,29 @@ impl Topics {
     /// checkpoint vouches for. Index directories of topics the table no
     /// longer has (deleted just before a crash) are removed.
     pub fn open(
+        fs: &Fs,
         dir: &Path,
         table: &TopicTable,
         keep: &dyn Fn(u32, u32) -> (u64, u64),
     ) -> Result<Self> {
         let root = index_root(dir);
-        std::fs::create_dir_all(&root)
+        crate::fs::create_dir_durable(&**fs, &root)
             .map_err(|e| io_error(format!("creating {}", root.display()), e))?;
         let mut topics = Topics {
             by_name: HashMap::new(),
             by_id: HashMap::new(),
         };
         for meta in table.topics() {
-            let topic = Topic::open(meta, &root, &|p| keep(meta.id, p))?;
+            let topic = Topic::open(fs, meta, &root, &|p| keep(meta.id, p))?;
             topics.insert(Arc::new(topic));
         }
-        let entries = std::fs::read_dir(&root)
+        let names = fs
+            .read_dir(&root)
             .map_err(|e| io_error(format!("listing {}", root.display()), e))?;
-        for entry in entries.flatten() {
-            let id = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok());
+        for name in names {
+            let id = name.to_str().and_then(|n| n.parse::<u32>().ok());
             if id.is_some_and(|id| table.get(id).is_none()) {
-                let _ = std::fs::remove_dir_all(entry.path());
+                let _ = fs.remove_dir_all(&root.join(name));
             }
         }
         Ok(topics)

@@ -31,6 +31,11 @@ pub enum Effect {
         /// When it is due.
         due_us: u64,
     },
+    /// A prepared (half) message is stored: offer it for checks.
+    Half {
+        /// Its sequence number.
+        seq: u64,
+    },
 }
 
 /// Appends not yet handed to the flusher.

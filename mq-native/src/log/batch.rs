@@ -23,6 +23,7 @@
 //!   payload_len:u32 payload
 //!   (for kind 1, `offset` is the sequence number in the delay store)
 //! kind 2 (delay done): seq:u64
+//! kind 3 (half message) and 4 (half resolved): see [`crate::half::record`]
 //! ```
 
 use std::fmt;
@@ -181,6 +182,18 @@ impl BatchWriter {
         self.count += 1;
     }
 
+    /// Adds a record of `kind` whose fields `fields` writes (record kinds
+    /// defined outside this module, such as half messages).
+    pub fn record(&mut self, b: &mut Vec<u8>, kind: u8, fields: impl FnOnce(&mut Vec<u8>)) {
+        let rstart = b.len();
+        b.extend_from_slice(&[0u8; 4]);
+        b.push(kind);
+        fields(b);
+        let rlen = (b.len() - rstart - 4) as u32;
+        b[rstart..rstart + 4].copy_from_slice(&rlen.to_le_bytes());
+        self.count += 1;
+    }
+
     /// Adds a record saying delayed message `seq` was delivered.
     pub fn delay_done(&mut self, b: &mut Vec<u8>, seq: u64) {
         b.extend_from_slice(&9u32.to_le_bytes());
@@ -201,7 +214,7 @@ impl BatchWriter {
     }
 }
 
-fn put_bytes(b: &mut Vec<u8>, data: &[u8]) {
+pub(crate) fn put_bytes(b: &mut Vec<u8>, data: &[u8]) {
     b.extend_from_slice(&(data.len() as u32).to_le_bytes());
     b.extend_from_slice(data);
 }
@@ -318,7 +331,7 @@ impl<'a> Batch<'a> {
                 }
                 return Some(match parse_record(body) {
                     Ok(Record::Message(m)) => Ok(m),
-                    Ok(Record::DelayDone(_)) => Err(DecodeError::Corrupt("record kind changed")),
+                    Ok(_) => Err(DecodeError::Corrupt("record kind changed")),
                     Err(e) => Err(e),
                 });
             }
@@ -348,6 +361,15 @@ pub enum Record<'a> {
     Message(MessageRecord<'a>),
     /// Delayed message `seq` has been appended to its topic.
     DelayDone(u64),
+    /// A prepared (half) message, delivered to nobody until committed.
+    Half(crate::half::record::HalfRecord<'a>),
+    /// Half message `seq` was committed or rolled back.
+    HalfDone {
+        /// Its sequence number in the half store.
+        seq: u64,
+        /// What became of it.
+        outcome: crate::half::record::Resolution,
+    },
 }
 
 /// A message record; fields borrow the batch.
@@ -408,6 +430,11 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
     let kind = r.u8()?;
     let record = match kind {
         KIND_DELAY_DONE => Record::DelayDone(r.u64()?),
+        crate::half::record::KIND_HALF => Record::Half(crate::half::record::parse_half(&mut r)?),
+        crate::half::record::KIND_HALF_DONE => {
+            let (seq, outcome) = crate::half::record::parse_done(&mut r)?;
+            Record::HalfDone { seq, outcome }
+        }
         KIND_MESSAGE | KIND_DELAYED => {
             let topic = r.u32()?;
             let partition = r.u32()?;
@@ -527,10 +554,11 @@ pub fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|_| DecodeError::Corrupt("string is not UTF-8"))
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads the fields of a record, each length-checked.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError::Corrupt("record truncated"));
         }
@@ -538,19 +566,19 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Ok(head)
     }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut a = [0u8; 8];
         a.copy_from_slice(self.take(8)?);
         Ok(u64::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.u32()? as usize;
         self.take(n)
     }

@@ -20,13 +20,12 @@
 //! releasing it, so a read from disk never holds up a send.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use parking_lot::Mutex;
+
+use crate::fs::{File, FileSystem};
 
 /// Bytes per entry.
 pub const ENTRY_LEN: u64 = 16;
@@ -46,7 +45,10 @@ pub struct Entry {
 #[derive(Debug)]
 pub struct IndexFile {
     path: PathBuf,
-    file: Arc<File>,
+    file: File,
+    /// Whether opening created the file: its name is not durable until
+    /// its directory is synced.
+    created: bool,
     /// Entries [0, flushed) are in the file.
     flushed: u64,
     /// Entry number of `tail[0]`.
@@ -56,25 +58,27 @@ pub struct IndexFile {
 
 impl IndexFile {
     /// Opens the index at `path`, keeping only its first `keep` entries.
-    pub fn open(path: &Path, keep: u64) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let on_disk = file.metadata()?.len() / ENTRY_LEN;
-        let keep = keep.min(on_disk);
-        if file.metadata()?.len() != keep * ENTRY_LEN {
+    pub fn open(fs: &dyn FileSystem, path: &Path, keep: u64) -> io::Result<Self> {
+        let created = !fs.exists(path);
+        let file = fs.open(path, true)?;
+        let len = file.len()?;
+        let keep = keep.min(len / ENTRY_LEN);
+        if len != keep * ENTRY_LEN {
             file.set_len(keep * ENTRY_LEN)?;
         }
         Ok(IndexFile {
             path: path.to_owned(),
-            file: Arc::new(file),
+            file,
+            created,
             flushed: keep,
             tail_base: keep,
             tail: VecDeque::new(),
         })
+    }
+
+    /// Whether opening created the file.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The file path.
@@ -165,7 +169,7 @@ impl IndexFile {
     /// Takes what a flush of the first `upto` entries must write: the file,
     /// the byte offset and the bytes. Done under the lock; the write itself
     /// happens outside it (see [`IndexFile::flushed_to`]).
-    pub fn flush_job(&self, upto: u64) -> Option<(Arc<File>, u64, Vec<u8>)> {
+    pub fn flush_job(&self, upto: u64) -> Option<(File, u64, Vec<u8>)> {
         let upto = upto.min(self.len());
         if upto <= self.flushed {
             return None;
@@ -198,7 +202,7 @@ impl IndexFile {
 /// The entries `[0, len)` of an index that are in its file: they never
 /// change while the engine runs (only reopening truncates a file).
 struct Cold {
-    file: Arc<File>,
+    file: File,
     len: u64,
 }
 
@@ -288,7 +292,7 @@ pub fn find_shared(index: &Mutex<IndexFile>, key: u64, from: u64) -> io::Result<
 }
 
 /// Writes a flush job and syncs the file.
-pub fn run_flush_job((file, at, bytes): &(Arc<File>, u64, Vec<u8>)) -> io::Result<()> {
+pub fn run_flush_job((file, at, bytes): &(File, u64, Vec<u8>)) -> io::Result<()> {
     file.write_all_at(bytes, *at)?;
     file.sync_data()
 }
@@ -312,7 +316,7 @@ mod tests {
     fn find_flush_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.idx");
-        let mut idx = IndexFile::open(&path, 0).unwrap();
+        let mut idx = IndexFile::open(&crate::fs::RealFs, &path, 0).unwrap();
         for i in 0..100u64 {
             idx.push(Entry {
                 key: i * 10,
@@ -335,7 +339,7 @@ mod tests {
         );
         assert_eq!(idx.range(58, 4).unwrap().len(), 4);
         drop(idx);
-        let idx = IndexFile::open(&path, 50).unwrap();
+        let idx = IndexFile::open(&crate::fs::RealFs, &path, 50).unwrap();
         assert_eq!(idx.len(), 50);
         assert_eq!(idx.find(255, 0).unwrap(), 25);
         assert_eq!(idx.find(255, 30).unwrap(), 30);
@@ -344,7 +348,7 @@ mod tests {
     #[test]
     fn shared_reads_match_locked_ones_across_file_and_tail() {
         let dir = tempfile::tempdir().unwrap();
-        let mut idx = IndexFile::open(&dir.path().join("0.idx"), 0).unwrap();
+        let mut idx = IndexFile::open(&crate::fs::RealFs, &dir.path().join("0.idx"), 0).unwrap();
         let n = CACHED as u64 + 4000;
         let entry = |i: u64| Entry {
             key: i * 10,

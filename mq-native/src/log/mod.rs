@@ -2,6 +2,8 @@
 //! per-partition indexes over it, and recovery.
 
 pub mod batch;
+#[cfg(test)]
+mod fuzz;
 pub mod index;
 pub mod keys;
 pub mod recovery;
@@ -146,7 +148,7 @@ mod tests {
     #[test]
     fn a_rollback_invalidates_what_readers_cached() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = SegmentSet::open(dir.path()).expect("open");
+        let log = SegmentSet::open(&crate::fs::real(), dir.path()).expect("open");
         let segment = log.create(0).expect("segment");
         let first = empty_batch(1);
         segment.write_at(0, &first).expect("write");

@@ -6,14 +6,18 @@
 //! active segment would grow past the configured size the writer starts a
 //! new one at the current position, so positions have no gaps.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+
+use crate::fs::{File, Fs};
+
+/// The largest log position: file offsets are signed 64-bit, so no
+/// segment the engine wrote starts past it, and positions from segment
+/// names plus file lengths cannot overflow.
+pub const MAX_POSITION: u64 = i64::MAX as u64;
 
 /// One segment file.
 #[derive(Debug)]
@@ -32,69 +36,21 @@ impl Segment {
     }
 
     /// Opens (or creates) the segment starting at `base` in `dir`.
-    pub fn open(dir: &Path, base: u64, create: bool) -> io::Result<Self> {
+    pub fn open(fs: &Fs, dir: &Path, base: u64, create: bool) -> io::Result<Self> {
         let path = dir.join(Self::file_name(base));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(&path)?;
+        let file = fs.open(&path, create)?;
         Ok(Segment { base, path, file })
     }
 
     /// Reads at a log position; returns the bytes read (short at the end of the file).
     pub fn read_at(&self, position: u64, buf: &mut [u8]) -> io::Result<usize> {
-        let mut at = position.saturating_sub(self.base);
-        let mut filled = 0;
-        while filled < buf.len() {
-            match self.file.read_at(&mut buf[filled..], at) {
-                Ok(0) => break,
-                Ok(n) => {
-                    filled += n;
-                    at += n as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(filled)
+        self.file.read_at(buf, position.saturating_sub(self.base))
     }
 
     /// Reads up to `len` bytes at a log position into a new buffer (short at
-    /// the end of the file). The buffer is not zeroed first: the kernel
-    /// fills it, and zeroing it cost as much as the copy.
+    /// the end of the file).
     pub fn read_vec(&self, position: u64, len: usize) -> io::Result<Vec<u8>> {
-        let mut buf: Vec<u8> = Vec::with_capacity(len);
-        let mut at = position.saturating_sub(self.base);
-        while buf.len() < len {
-            let want = len - buf.len();
-            let spare = &mut buf.spare_capacity_mut()[..want];
-            // SAFETY: pread writes at most `spare.len()` bytes into memory
-            // the vector owns, and returns how many it wrote.
-            let n = unsafe {
-                libc::pread(
-                    self.file.as_raw_fd(),
-                    spare.as_mut_ptr().cast(),
-                    spare.len(),
-                    at as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                break;
-            }
-            // SAFETY: the `n` bytes after the length were just written.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            at += n as u64;
-        }
-        Ok(buf)
+        self.file.read_vec(position.saturating_sub(self.base), len)
     }
 
     /// Writes at a log position.
@@ -109,7 +65,7 @@ impl Segment {
 
     /// Bytes in the file.
     pub fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.file.len()
     }
 
     /// Whether the file is empty.
@@ -125,7 +81,7 @@ impl Segment {
 
     /// Last modification time, used for retention by age.
     pub fn modified(&self) -> io::Result<std::time::SystemTime> {
-        self.file.metadata()?.modified()
+        self.file.modified()
     }
 }
 
@@ -134,6 +90,7 @@ impl Segment {
 pub struct SegmentSet {
     /// The log directory.
     pub dir: PathBuf,
+    fs: Fs,
     segments: RwLock<Vec<Arc<Segment>>>,
     /// Bumped when a failed write is rolled back: positions past the cut
     /// will hold other bytes, so readers drop what they cached.
@@ -153,11 +110,9 @@ impl SegmentSet {
     }
 
     /// Opens every `*.log` file in `dir`, sorted by base position.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    pub fn open(fs: &Fs, dir: &Path) -> io::Result<Self> {
         let mut segments = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
+        for name in fs.read_dir(dir)? {
             let Some(base) = name
                 .to_str()
                 .and_then(|n| n.strip_suffix(".log"))
@@ -165,11 +120,12 @@ impl SegmentSet {
             else {
                 continue;
             };
-            segments.push(Arc::new(Segment::open(dir, base, false)?));
+            segments.push(Arc::new(Segment::open(fs, dir, base, false)?));
         }
         segments.sort_by_key(|s| s.base);
         Ok(SegmentSet {
             dir: dir.to_owned(),
+            fs: fs.clone(),
             segments: RwLock::new(segments),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -199,8 +155,8 @@ impl SegmentSet {
 
     /// Creates the segment starting at `base` and makes its name durable.
     pub fn create(&self, base: u64) -> io::Result<Arc<Segment>> {
-        let segment = Arc::new(Segment::open(&self.dir, base, true)?);
-        crate::fsutil::sync_dir(&self.dir)?;
+        let segment = Arc::new(Segment::open(&self.fs, &self.dir, base, true)?);
+        self.fs.sync_dir(&self.dir)?;
         let mut segments = self.segments.write();
         segments.retain(|s| s.base != base);
         segments.push(segment.clone());
@@ -216,8 +172,8 @@ impl SegmentSet {
             at.map(|i| segments.remove(i))
         };
         if let Some(segment) = removed {
-            std::fs::remove_file(&segment.path)?;
-            crate::fsutil::sync_dir(&self.dir)?;
+            self.fs.remove_file(&segment.path)?;
+            self.fs.sync_dir(&self.dir)?;
         }
         Ok(())
     }

@@ -178,7 +178,7 @@ impl RelayStore for PgRelayStore {
     async fn cleanup(&self, before_ms: i64, limit: i64) -> Result<u64> {
         let done = sqlx::query(
             "DELETE FROM mq_outbox WHERE id IN (SELECT id FROM mq_outbox \
-             WHERE sent_at_ms < $1 AND error IS NULL LIMIT $2)",
+             WHERE sent_at_ms <= $1 AND error IS NULL LIMIT $2)",
         )
         .bind(before_ms)
         .bind(limit)

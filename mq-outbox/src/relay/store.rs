@@ -46,6 +46,7 @@ pub(crate) trait RelayStore: Send + Sync + 'static {
     /// Waits until new rows may have been committed, or `timeout`.
     async fn wait(&self, timeout: Duration);
 
-    /// Deletes up to `limit` sent rows older than `before_ms` (Unix ms); how many.
+    /// Deletes up to `limit` rows sent at or before `before_ms` (Unix ms), so
+    /// a retention of zero deletes what was just sent; how many.
     async fn cleanup(&self, before_ms: i64, limit: i64) -> Result<u64>;
 }

@@ -8,6 +8,7 @@ mod bounds;
 mod dead_letters;
 mod delay;
 mod flow;
+mod half;
 mod idempotency;
 mod membership;
 mod ordering;
@@ -22,8 +23,11 @@ pub use basics::{
 };
 pub use bounds::{lag_never_below_backlog, prefetch_bound_at_the_broker};
 pub use dead_letters::dead_letters_are_inspected_redriven_and_purged;
-pub use delay::delay_is_never_early;
+pub use delay::{delay_is_never_early, delayed_messages_go_with_their_deleted_topic};
 pub use flow::{batch_handler, graceful_shutdown, prefetch_bound};
+pub use half::{
+    half_message_checked_until_known, half_message_commit_and_rollback, ScriptedChecker, PLAN,
+};
 pub use idempotency::{dedup_gives_one_effect, idempotent_publish};
 pub use membership::{
     group_created_before_publishing, members_join_and_leave_mid_stream,

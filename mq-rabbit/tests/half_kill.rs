@@ -1,0 +1,15 @@
+//! A producer killed between a half message and its commit: the checker
+//! of another process commits it (`MQ_TEST_AMQP_URL`).
+
+async fn connect(url: String) -> mq_core::Result<mq_core::Client> {
+    let config = mq_core::Config::from_url(&url)?;
+    Ok(mq_core::Client::new(
+        mq_rabbit::RabbitDriver::connect(&config).await?,
+    ))
+}
+
+mq_testkit::half_kill_suite!(
+    url: std::env::var("MQ_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+    connect: connect,
+);

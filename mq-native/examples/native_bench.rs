@@ -8,6 +8,9 @@
 //! `MQ_BENCH_DIR` (where data goes, default the system temp dir),
 //! `MQ_BENCH_RECOVERY_GIB` (log size for the kill -9 reopen row, default 1;
 //! 0 skips it), `MQ_BENCH_QUICK` (stop after the never-mode throughput rows),
+//! `MQ_BENCH_CONSUME` (only the consume rows named, comma-separated from
+//! `raw`, `handler`, `batch`; `none` fills the topic and reads nothing, the
+//! baseline a profile of one row is taken against),
 //! `MQ_BENCH_RSS_MESSAGES` (opt in: produce that many messages with
 //! `fsync=never` and sample RSS at each tenth, to show memory does not grow
 //! with the log), `MQ_BENCH_REDIS` (`host:port` of the Redis that
@@ -23,7 +26,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mq_core::driver::{Driver, StartFrom, SubscribeSpec};
-use mq_core::{handler_fn, Client, Config, Delivery, HandlerResult, Message, MessageId, TopicSpec};
+use mq_core::{
+    batch_handler_fn, handler_fn, BatchOptions, Client, Config, Delivery, HandlerResult, Message,
+    MessageId, TopicSpec,
+};
 use mq_native::NativeDriver;
 use support::{rss_mib, scratch};
 
@@ -62,12 +68,35 @@ struct Row {
     note: String,
 }
 
-/// `producers` tasks each send `total / producers` messages in batches of `batch`.
+/// The producers' key space: built once, as a service with a bounded key
+/// space would hold it.
+const PRODUCE_KEYS: u64 = 64;
+/// The consume rows' key space: many more keys than handlers, so the
+/// per-key executor has real work.
+const CONSUME_KEYS: u64 = 1_000;
+/// Handlers (or batch lanes) of the runtime rows.
+const CONCURRENCY: usize = 64;
+/// Both the driver rows' fetch size and the runtime rows' prefetch.
+const PREFETCH: usize = 4096;
+/// Messages per batch of the batch handler row.
+const BATCH: usize = 256;
+
+/// `producers` tasks each send `total / producers` messages in batches of
+/// `batch`, over `PRODUCE_KEYS` keys.
 async fn produce(client: &Client, topic: &str, total: u64, producers: u64, batch: u64) -> f64 {
+    produce_keyed(client, topic, total, producers, batch, PRODUCE_KEYS).await
+}
+
+async fn produce_keyed(
+    client: &Client,
+    topic: &str,
+    total: u64,
+    producers: u64,
+    batch: u64,
+    key_space: u64,
+) -> f64 {
     let payload = bytes::Bytes::from(vec![b'x'; PAYLOAD]);
-    // The application's keys: 64 of them, built once, as a service with a
-    // bounded key space would hold them.
-    let keys: Arc<[Arc<str>]> = (0..64).map(|k| Arc::from(format!("k{k}"))).collect();
+    let keys: Arc<[Arc<str>]> = (0..key_space).map(|k| Arc::from(format!("k{k}"))).collect();
     let topic: Arc<str> = Arc::from(topic);
     let per = total / producers;
     let start = Instant::now();
@@ -82,7 +111,7 @@ async fn produce(client: &Client, topic: &str, total: u64, producers: u64, batch
                 let msgs: Vec<Message> = (0..n)
                     .map(|i| {
                         Message::new(topic.clone(), payload.clone())
-                            .with_key(keys[((p * 7 + i) % 64) as usize].clone())
+                            .with_key(keys[((p * 7 + i) % key_space) as usize].clone())
                     })
                     .collect();
                 if n == 1 {
@@ -176,13 +205,13 @@ async fn rss_while_producing(total: u64) -> (f64, Vec<f64>) {
 /// Reads `total` messages with a fresh group straight from the driver.
 async fn consume_raw(driver: &NativeDriver, topic: &str, total: u64) -> f64 {
     let sub = driver
-        .subscribe(SubscribeSpec::new(vec![topic.to_owned()], "bench-raw").with_prefetch(4096))
+        .subscribe(SubscribeSpec::new(vec![topic.to_owned()], "bench-raw").with_prefetch(PREFETCH))
         .await
         .expect("subscribe");
     let start = Instant::now();
     let mut got = 0u64;
     while got < total {
-        let batch = sub.fetch(4096).await.expect("fetch");
+        let batch = sub.fetch(PREFETCH).await.expect("fetch");
         got += batch.len() as u64;
         sub.ack(batch.into_iter().map(|d| d.token).collect())
             .await
@@ -193,15 +222,40 @@ async fn consume_raw(driver: &NativeDriver, topic: &str, total: u64) -> f64 {
     rate
 }
 
-/// Reads `total` messages with a fresh group through the client runtime (handler per message).
+/// Counts handled messages and says when `total` were.
+struct Tally {
+    count: AtomicU64,
+    total: u64,
+    done: tokio::sync::Notify,
+}
+
+impl Tally {
+    fn new(total: u64) -> Arc<Self> {
+        Arc::new(Tally {
+            count: AtomicU64::new(0),
+            total,
+            done: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn add(&self, n: u64) {
+        if self.count.fetch_add(n, Ordering::Relaxed) + n == self.total {
+            self.done.notify_one();
+        }
+    }
+}
+
+/// Reads `total` messages with a fresh group through the client runtime,
+/// a no-op handler per message; timed from joining to a finished shutdown,
+/// so the last acks are in.
 async fn consume_handler(client: &Client, topic: &str, total: u64) -> f64 {
-    let count = Arc::new(AtomicU64::new(0));
+    let tally = Tally::new(total);
     let handler = {
-        let count = count.clone();
+        let tally = tally.clone();
         handler_fn(move |_d: Delivery| {
-            let count = count.clone();
+            let tally = tally.clone();
             async move {
-                count.fetch_add(1, Ordering::Relaxed);
+                tally.add(1);
                 HandlerResult::Ok(())
             }
         })
@@ -209,17 +263,107 @@ async fn consume_handler(client: &Client, topic: &str, total: u64) -> f64 {
     let start = Instant::now();
     let consumer = client
         .consumer(topic, "bench-handler")
-        .concurrency(64)
-        .prefetch(4096)
+        .concurrency(CONCURRENCY)
+        .prefetch(PREFETCH)
         .run(handler)
         .await
         .expect("run");
-    while count.load(Ordering::Relaxed) < total {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let rate = total as f64 / start.elapsed().as_secs_f64();
+    tally.done.notified().await;
     consumer.shutdown().await.expect("shutdown");
-    rate
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// As `consume_handler`, with a no-op batch handler.
+async fn consume_batch(client: &Client, topic: &str, total: u64) -> f64 {
+    let tally = Tally::new(total);
+    let handler = {
+        let tally = tally.clone();
+        batch_handler_fn(move |batch: Vec<Delivery>| {
+            let tally = tally.clone();
+            async move {
+                tally.add(batch.len() as u64);
+                HandlerResult::Ok(())
+            }
+        })
+    };
+    let start = Instant::now();
+    let consumer = client
+        .consumer(topic, "bench-batch")
+        .concurrency(CONCURRENCY)
+        .prefetch(PREFETCH)
+        .run_batch(handler, BatchOptions::new(BATCH))
+        .await
+        .expect("run");
+    tally.done.notified().await;
+    consumer.shutdown().await.expect("shutdown");
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The consume rows named in `which` (`raw`, `handler`, `batch`), each a
+/// fresh group reading the same `total` messages over `CONSUME_KEYS` keys;
+/// the runtime rows say what share of the driver's rate of this run they
+/// reached.
+async fn consume_rows(
+    client: &Client,
+    driver: &NativeDriver,
+    total: u64,
+    which: &[&str],
+) -> Vec<Row> {
+    let topic = "bench-consume";
+    client
+        .admin()
+        .ensure_topic(topic, TopicSpec::new(8))
+        .await
+        .expect("topic");
+    produce_keyed(client, topic, total, 4, 1000, CONSUME_KEYS).await;
+    let mut rows = Vec::new();
+    let mut driver_rate = None;
+    let share = |rate: f64, driver_rate: Option<f64>, target: &str| match driver_rate {
+        Some(d) => format!(
+            "{:.2} of the driver row of this run (target {target})",
+            rate / d
+        ),
+        None => "driver row not run".into(),
+    };
+    let setup = format!("{total} msgs, {CONSUME_KEYS} keys, 8 partitions, prefetch {PREFETCH}");
+    for row in which {
+        let cpu = cpu_secs();
+        let rate = match *row {
+            "raw" => consume_raw(driver, topic, total).await,
+            "handler" => consume_handler(client, topic, total).await,
+            "batch" => consume_batch(client, topic, total).await,
+            _ => continue,
+        };
+        let per_cpu = total as f64 / (cpu_secs() - cpu);
+        eprintln!("consume {row}: {rate:.0} ({per_cpu:.0} per CPU s)");
+        let (what, note) = match *row {
+            "raw" => {
+                driver_rate = Some(rate);
+                (
+                    format!("consume from page cache, driver fetch({PREFETCH}) + ack"),
+                    "one member".to_owned(),
+                )
+            }
+            "handler" => (
+                format!(
+                    "consume from page cache, client handler, concurrency {CONCURRENCY}"
+                ),
+                share(rate, driver_rate, "0.70"),
+            ),
+            _ => (
+                format!(
+                    "consume from page cache, client batch handler (up to {BATCH}), concurrency {CONCURRENCY}"
+                ),
+                share(rate, driver_rate, "0.90"),
+            ),
+        };
+        rows.push(Row {
+            what,
+            value: format!("{rate:.0} msgs/s"),
+            note: format!("{note}; {setup}; {per_cpu:.0} msgs per CPU second"),
+        });
+    }
+    rows
 }
 
 /// Publishes at `rate` msgs/s for `secs` and measures send-to-handler latency.
@@ -391,6 +535,18 @@ fn main() {
 
 async fn run() -> Vec<Row> {
     let n = env_u64("MQ_BENCH_MESSAGES", 2_000_000);
+    if let Ok(which) = std::env::var("MQ_BENCH_CONSUME") {
+        let dir = scratch("consume");
+        let driver = open(&dir, "fsync=never").await;
+        let client = Client::new(driver.clone());
+        let which: Vec<&str> = which.split(',').map(str::trim).collect();
+        let rows = consume_rows(&client, &driver, n, &which).await;
+        client.close().await.expect("close");
+        drop(client);
+        drop(driver);
+        let _ = std::fs::remove_dir_all(&dir);
+        return rows;
+    }
     let mut rows = Vec::new();
     let fmt = |rate: f64| format!("{:.0} msgs/s", rate);
 
@@ -455,22 +611,7 @@ async fn run() -> Vec<Row> {
     });
 
     // Consume from the page cache.
-    let cpu = cpu_secs();
-    let rate = consume_raw(&driver, "bench", n).await;
-    let per_cpu = n as f64 / (cpu_secs() - cpu);
-    eprintln!("consume raw: {rate:.0} ({per_cpu:.0} per CPU s)");
-    rows.push(Row {
-        what: "consume from page cache, driver fetch(4096) + ack".into(),
-        value: fmt(rate),
-        note: format!("{n} msgs, 8 partitions, one member, {per_cpu:.0} msgs per CPU second"),
-    });
-    let rate = consume_handler(&client, "bench", n).await;
-    eprintln!("consume handler: {rate:.0}");
-    rows.push(Row {
-        what: "consume from page cache, client handler, concurrency 64".into(),
-        value: fmt(rate),
-        note: "includes mq-core's runtime per message".into(),
-    });
+    rows.extend(consume_rows(&client, &driver, n, &["raw", "handler", "batch"]).await);
     if std::env::var("MQ_BENCH_QUICK").is_ok() {
         client.close().await.expect("close");
         let _ = std::fs::remove_dir_all(&dir);
@@ -625,6 +766,5 @@ async fn run() -> Vec<Row> {
             ),
         });
     }
-    let _ = driver_rate;
     rows
 }

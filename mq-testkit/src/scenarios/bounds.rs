@@ -34,11 +34,17 @@ async fn backlog(ctx: &Context, name: &str, group: &str, n: usize) -> String {
 }
 
 /// Takes deliveries from `stream` until none comes for a while, without
-/// settling them.
+/// settling them. The first may take as long as joining the group does
+/// (a rebalance on Kafka and RocketMQ: seconds under load).
 async fn take_all(stream: &mut Subscription, most: usize) -> Vec<Delivery> {
     let mut held = Vec::new();
     while held.len() < most {
-        match tokio::time::timeout(Duration::from_millis(500), stream.next()).await {
+        let wait = if held.is_empty() {
+            SOON
+        } else {
+            Duration::from_millis(500)
+        };
+        match tokio::time::timeout(wait, stream.next()).await {
             Ok(next) => held.push(next.expect("open").expect("ok")),
             Err(_) => break,
         }

@@ -12,7 +12,6 @@ use crate::driver::partition_for_key;
 use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::handler::catch_panic;
-use crate::runtime::receive::Recycler;
 use crate::runtime::run::{drain, fetch_loop, fetch_while_workers_live, Shared};
 use crate::runtime::{BatchHandler, HandlerError};
 
@@ -81,8 +80,6 @@ pub(crate) async fn run_batches(
         workers.spawn(lane(shared.clone(), handler.clone(), rx, batch));
     }
     let mut next_keyless = 0usize;
-    // A fetched batch goes to each lane in one send, not one per message.
-    let mut split: Vec<Vec<Delivery>> = (0..lanes).map(|_| Vec::new()).collect();
     // Lanes drop buffered deliveries of revoked partitions as they reach them.
     let fetching = fetch_loop(
         shared.clone(),
@@ -95,12 +92,7 @@ pub(crate) async fn run_batches(
                         next_keyless
                     }
                 };
-                split[lane].push(d);
-            }
-            for (lane, deliveries) in split.iter_mut().enumerate() {
-                if !deliveries.is_empty() {
-                    let _ = senders[lane].send(std::mem::take(deliveries));
-                }
+                let _ = senders[lane].send(d);
             }
         },
         |_| {},
@@ -114,86 +106,49 @@ pub(crate) async fn run_batches(
 async fn lane(
     shared: Arc<Shared>,
     handler: Arc<dyn BatchHandler>,
-    mut rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
+    mut rx: mpsc::UnboundedReceiver<Delivery>,
     settings: BatchOptions,
 ) {
     let mut stop = shared.stop.clone();
-    let max = settings.max_messages().max(1);
-    // Received, in order, and not yet in a batch.
-    let mut queued: Vec<Delivery> = Vec::new();
-    let mut recycler = Recycler::new();
-    let mut acks = Vec::new();
     loop {
-        if queued.is_empty() {
-            queued = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                next = rx.recv() => match next { Some(d) => d, None => return },
-            };
-        }
+        let first = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            next = rx.recv() => match next { Some(d) => d, None => return },
+        };
+        let mut batch = vec![first];
         let deadline = tokio::time::Instant::from_std(crate::driver::clock::deadline_after(
             settings.max_wait(),
         ));
-        while queued.len() < max {
+        while batch.len() < settings.max_messages() {
             match rx.try_recv() {
-                Ok(more) => {
-                    queued.extend(more);
+                Ok(d) => {
+                    batch.push(d);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            // Waiting is pointless while the prefetch bound holds fetching
-            // back: nothing more comes until batches like this one settle.
-            let held_back = shared.held_back.notified();
-            tokio::pin!(held_back);
-            held_back.as_mut().enable();
-            if shared.is_held_back() {
-                break;
-            }
             tokio::select! {
-                next = rx.recv() => match next { Some(more) => queued.extend(more), None => break },
+                next = rx.recv() => match next { Some(d) => batch.push(d), None => break },
                 _ = tokio::time::sleep_until(deadline) => break,
-                _ = held_back => break,
             }
         }
-        let rest = if queued.len() > max {
-            queued.split_off(max)
-        } else {
-            Vec::new()
-        };
-        let mut batch = std::mem::replace(&mut queued, rest);
-        if shared.settler.revoked.any() {
-            let (revoked, kept): (Vec<Delivery>, Vec<Delivery>) = batch
-                .into_iter()
-                .partition(|d| shared.settler.revoked.contains(&d.token));
-            shared.dropped(revoked.iter().map(|d| &d.token));
-            batch = kept;
-        }
+        let (revoked, batch): (Vec<Delivery>, Vec<Delivery>) = batch
+            .into_iter()
+            .partition(|d| shared.settler.revoked.contains(&d.token));
+        shared.dropped(&revoked);
         if batch.is_empty() {
             continue;
         }
-        let Some(succeeded) = handle_batch(&shared, handler.as_ref(), &batch).await else {
+        if !handle_batch(&shared, handler.as_ref(), &batch).await {
             return;
-        };
-        if succeeded {
-            acks.extend(batch.iter().map(|d| d.token.clone()));
         }
-        for d in &mut batch {
-            recycler.recycle(d);
-        }
-        let others = batch.iter().filter(|_| !succeeded).map(|d| &d.token);
-        shared.settle(&mut acks, &mut recycler.shells, others).await;
+        shared.finished(batch.iter().map(|d| &d.token)).await;
     }
 }
 
-/// Handles one batch to completion: `Some(true)` when it is to be acked,
-/// `Some(false)` when its messages were retried later or dead-lettered,
-/// `None` when stopping before either.
-async fn handle_batch(
-    shared: &Shared,
-    handler: &dyn BatchHandler,
-    batch: &[Delivery],
-) -> Option<bool> {
+/// Handles one batch to completion; false when stopping before it was settled.
+async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Delivery]) -> bool {
     let settler = &shared.settler;
     let mut attempt = batch.iter().map(Delivery::attempt).max().unwrap_or(1);
     let mut retried: Option<Vec<Delivery>> = None;
@@ -202,7 +157,13 @@ async fn handle_batch(
         let outcome = catch_panic(handler.handle_batch(current)).await;
         let mut settle_errors = Vec::new();
         match outcome {
-            Ok(()) => return Some(true),
+            Ok(()) => {
+                for d in current {
+                    if let Err(e) = settler.ack_buffered(d).await {
+                        settle_errors.push(e);
+                    }
+                }
+            }
             Err(HandlerError::Reject { reason }) => {
                 for d in current {
                     if let Err(e) = settler.dead_letter(d, reason.clone()).await {
@@ -214,7 +175,7 @@ async fn handle_batch(
                 let pause = settler.pause(after, attempt);
                 if shared.settings.ordered && !settler.policy.exhausted(attempt) {
                     if shared.pause_or_stop(pause).await {
-                        return None;
+                        return false;
                     }
                     attempt += 1;
                     retried = Some(current.iter().map(|d| d.with_attempt(attempt)).collect());
@@ -235,6 +196,6 @@ async fn handle_batch(
         for error in settle_errors {
             tracing::warn!(%error, "settling a batch message failed; it will be redelivered");
         }
-        return Some(false);
+        return true;
     }
 }

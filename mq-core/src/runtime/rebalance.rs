@@ -9,11 +9,10 @@
 //! revocation is served in four steps: the partitions are marked revoked
 //! (their buffered deliveries are dropped, not handled, and redelivered to
 //! the next owner); the runtime waits until no delivery of them is held
-//! (in-flight handlers finish) and no ack is on its way, at most the revoke
-//! deadline; buffered acks are flushed; the mark is lifted and the
-//! revocation completes. The driver assigns the partitions again only
-//! after that, so the lifted mark never drops a record of a later
-//! assignment.
+//! (in-flight handlers finish), at most the revoke deadline; buffered acks
+//! are flushed; the mark is lifted and the revocation completes. The driver
+//! assigns the partitions again only after that, so the lifted mark never
+//! drops a record of a later assignment.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -163,9 +162,6 @@ pub(crate) fn serve_rebalance(
                 if let Err(error) = settler.flush().await {
                     tracing::warn!(%error, "acknowledging before a revocation failed; the messages will be redelivered");
                 }
-                // A worker may have taken some of their acks to send
-                // meanwhile: they reach the broker before it moves on.
-                settler.drained(&partitions, deadline).await;
                 settler.revoked.lift(&partitions);
                 revocation.complete();
             });

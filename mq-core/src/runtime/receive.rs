@@ -1,38 +1,16 @@
 //! Turning what a driver delivered into the [`Delivery`] handlers see:
-//! undoing the runtime's own retry and dedup bookkeeping headers, and
-//! reusing the message allocations of deliveries already handled.
+//! undoing the runtime's own retry and dedup bookkeeping headers.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::driver::RawDelivery;
-use crate::message::{reserved, Delivery, Message};
+use crate::message::{reserved, Delivery};
 use crate::runtime::settle::{from_millis, Settler};
 
 pub(crate) fn delivery_from_raw(
     raw: RawDelivery,
     group: &Arc<str>,
     settler: Option<Arc<Settler>>,
-) -> Delivery {
-    build(raw, group, settler, None)
-}
-
-/// As [`delivery_from_raw`] without a settler, the message written into
-/// `shell`, the emptied message of a delivery handled before, if any.
-pub(crate) fn delivery_in(
-    raw: RawDelivery,
-    group: &Arc<str>,
-    shell: Option<Arc<Message>>,
-) -> Delivery {
-    build(raw, group, None, shell)
-}
-
-fn build(
-    raw: RawDelivery,
-    group: &Arc<str>,
-    settler: Option<Arc<Settler>>,
-    shell: Option<Arc<Message>>,
 ) -> Delivery {
     let RawDelivery {
         mut message,
@@ -65,18 +43,8 @@ fn build(
             }
         }
     }
-    let message = match shell {
-        Some(mut shell) => match Arc::get_mut(&mut shell) {
-            Some(slot) => {
-                *slot = message;
-                shell
-            }
-            None => Arc::new(message),
-        },
-        None => Arc::new(message),
-    };
     Delivery {
-        message,
+        message: Arc::new(message),
         group: group.clone(),
         partition,
         offset,
@@ -84,44 +52,5 @@ fn build(
         first_seen,
         token,
         settler,
-    }
-}
-
-/// Keeps the message allocations of finished deliveries for the fetch loop
-/// to fill with new ones (see [`delivery_in`]). The fetch loop allocates
-/// each delivery's message and a worker, on another thread, frees it: that
-/// costs the allocator more than the rest of a delivery's way through the
-/// runtime, reuse costs it nothing. A message a handler kept a copy of is
-/// left to it.
-///
-/// Only the payload is let go of here, as it may pin a large read buffer.
-/// The rest (topic, key, headers) goes when the fetch loop overwrites the
-/// message, on the thread whose driver made it: the reference counts of
-/// topic and key names, which every message shares, are then changed from
-/// one thread, not bounced between threads once per message.
-pub(crate) struct Recycler {
-    /// Stands in for the message taken out of a delivery, so that
-    /// `Delivery` stays whole; its names are this recycler's own.
-    empty: Arc<Message>,
-    /// Emptied messages not handed back yet.
-    pub(crate) shells: Vec<Arc<Message>>,
-}
-
-impl Recycler {
-    pub(crate) fn new() -> Self {
-        Recycler {
-            empty: Arc::new(Message::new("", Bytes::new())),
-            shells: Vec::new(),
-        }
-    }
-
-    /// Takes the message out of a finished delivery and drops its payload.
-    pub(crate) fn recycle(&mut self, delivery: &mut Delivery) {
-        let mut message = std::mem::replace(&mut delivery.message, self.empty.clone());
-        if let Some(slot) = Arc::get_mut(&mut message) {
-            let full = std::mem::replace(slot, Message::clone(&self.empty));
-            *slot = full.with_payload(Bytes::new());
-            self.shells.push(message);
-        }
     }
 }

@@ -1,26 +1,22 @@
 //! The consumer loop: fetch within the prefetch bound, hand deliveries to
 //! workers, and shut down gracefully.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::driver::{AckToken, Backoff, TopicPartition};
 use crate::error::{Error, Result};
-use crate::message::{Delivery, Message};
+use crate::message::Delivery;
 use crate::runtime::rebalance::serve_rebalance;
-use crate::runtime::receive::delivery_in;
-use crate::runtime::settle::{Settled, Settler};
+use crate::runtime::receive::delivery_from_raw;
+use crate::runtime::settle::Settler;
 
 /// Most deliveries asked of the driver in one fetch.
-const MAX_FETCH: usize = 1024;
-
-/// How long the fetch loop waits for prefetch slots before it sends the
-/// acks still waiting for a full batch.
-const HELD_BACK_FLUSH: Duration = Duration::from_millis(10);
+const MAX_FETCH: usize = 512;
 
 /// Pauses between failed fetches.
 const FETCH_BACKOFF: Backoff =
@@ -48,11 +44,6 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
     in_flight: AtomicUsize,
-    /// Whether the fetch loop waits for prefetch slots: nothing more is
-    /// fetched until deliveries settle.
-    fetch_held_back: AtomicBool,
-    /// Woken when the fetch loop starts waiting for prefetch slots.
-    pub(crate) held_back: Notify,
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Option<crate::telemetry::ProcessTelemetry>,
 }
@@ -70,78 +61,32 @@ impl Shared {
             settings,
             stop,
             in_flight: AtomicUsize::new(0),
-            fetch_held_back: AtomicBool::new(false),
-            held_back: Notify::new(),
             #[cfg(feature = "otel")]
             telemetry,
         })
     }
 
-    /// Called once per delivery when it is settled: `acked` are to be
-    /// acked (in batches; the tokens are taken), `others` were acked or
-    /// released otherwise; `shells` are emptied messages to build later
-    /// deliveries in. A prefetch slot is freed once its ack has
-    /// reached the broker, so the bound holds at the broker too; buffered
-    /// acks are flushed when the consumer goes idle. A failed batch of acks
-    /// is logged: its messages are redelivered as unacked ones are.
-    pub(crate) async fn settle<'a>(
-        &self,
-        acked: &mut Vec<AckToken>,
-        shells: &mut Vec<Arc<Message>>,
-        others: impl IntoIterator<Item = &'a AckToken>,
-    ) {
-        let Settled {
-            count,
-            mut free,
-            send,
-        } = self.settler.settle(acked, shells, others);
-        if let Some(batch) = send {
-            if let Err(error) = self.settler.send_acks(batch).await {
+    /// Called once per delivery when it is settled. Its prefetch slot is
+    /// freed once its ack has reached the broker, so the bound holds at the
+    /// broker too; buffered acks are flushed when the consumer goes idle.
+    pub(crate) async fn finished<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) {
+        let (count, mut free) = self.settler.releasable(tokens);
+        let idle = self.in_flight.fetch_sub(count, Ordering::AcqRel) == count;
+        if idle {
+            if let Err(error) = self.settler.flush().await {
                 tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
             }
-            free += self.settler.free_slots();
+            free += self.settler.releasable([]).1;
         }
         self.permits.add_permits(free);
-        if self.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
-            self.flush_acks().await;
-        }
-    }
-
-    /// Sends the acks waiting for a full batch and frees their slots.
-    async fn flush_acks(&self) {
-        if let Err(error) = self.settler.flush().await {
-            tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
-        }
-        self.permits.add_permits(self.settler.free_slots());
-    }
-
-    /// Settles deliveries with no ack of their own (acked or released
-    /// otherwise) and frees what slots it can.
-    pub(crate) async fn finished<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) {
-        self.settle(&mut Vec::new(), &mut Vec::new(), tokens).await;
     }
 
     /// Called for deliveries dropped unhandled (their partition was
     /// revoked): they free their slots, and the driver redelivers them.
-    pub(crate) fn dropped<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) {
-        let settled = self
-            .settler
-            .settle(&mut Vec::new(), &mut Vec::new(), tokens);
-        self.in_flight.fetch_sub(settled.count, Ordering::AcqRel);
-        self.permits.add_permits(settled.free);
-    }
-
-    /// Whether the fetch loop waits for prefetch slots.
-    pub(crate) fn is_held_back(&self) -> bool {
-        self.fetch_held_back.load(Ordering::Acquire)
-    }
-
-    /// The fetch loop is about to wait for a slot, or got one.
-    fn hold_back(&self, waiting: bool) {
-        self.fetch_held_back.store(waiting, Ordering::Release);
-        if waiting {
-            self.held_back.notify_waiters();
-        }
+    pub(crate) fn dropped(&self, deliveries: &[Delivery]) {
+        let (count, free) = self.settler.releasable(deliveries.iter().map(|d| &d.token));
+        self.in_flight.fetch_sub(count, Ordering::AcqRel);
+        self.permits.add_permits(free);
     }
 
     /// Waits for `stop`, or for a pause to pass; true when stopping.
@@ -166,7 +111,6 @@ pub(crate) async fn fetch_loop(
 ) -> Result<()> {
     let mut stop = shared.stop.clone();
     let group = shared.settler.group.clone();
-    let mut shells = Vec::new();
     let subscription = shared.settler.subscription.clone();
     let deadline = shared.settings.shutdown_timeout;
     let mut failures = 0u32;
@@ -174,8 +118,6 @@ pub(crate) async fn fetch_loop(
     // prefetch bound holds fetching back; see `runtime::rebalance`.
     let mut rebalances = true;
     loop {
-        let held_back = shared.permits.available_permits() == 0;
-        shared.hold_back(held_back);
         let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),
             event = subscription.rebalance(), if rebalances => {
@@ -185,29 +127,20 @@ pub(crate) async fn fetch_loop(
                 }
                 continue;
             }
-            permit = shared.permits.clone().acquire_owned() => Some(permit),
-            _ = tokio::time::sleep(HELD_BACK_FLUSH), if held_back => None,
+            permit = shared.permits.clone().acquire_owned() => permit,
         };
-        let Some(first) = first else {
-            // Acks waiting for a full batch hold slots this loop waits for;
-            // none came back for a while, so they go out as they are.
-            shared.flush_acks().await;
-            continue;
-        };
-        if held_back {
-            shared.hold_back(false);
-        }
         let Ok(first) = first else { return Ok(()) };
         first.forget();
-        // Only this loop takes permits, so what is available stays so.
-        let more = shared.permits.available_permits().min(MAX_FETCH - 1);
-        let granted = match shared.permits.try_acquire_many(more as u32) {
-            Ok(permits) if more > 0 => {
-                permits.forget();
-                1 + more
+        let mut granted = 1;
+        while granted < MAX_FETCH {
+            match shared.permits.try_acquire() {
+                Ok(permit) => {
+                    permit.forget();
+                    granted += 1;
+                }
+                Err(_) => break,
             }
-            _ => 1,
-        };
+        }
         let fetched = tokio::select! {
             _ = stop.wait_for(|s| *s) => {
                 shared.permits.add_permits(granted);
@@ -226,10 +159,9 @@ pub(crate) async fn fetch_loop(
         match fetched {
             Ok(batch) => {
                 failures = 0;
-                shared.settler.take_shells(batch.len(), &mut shells);
                 let mut deliveries: Vec<Delivery> = batch
                     .into_iter()
-                    .map(|raw| delivery_in(raw, &group, shells.pop()))
+                    .map(|raw| delivery_from_raw(raw, &group, None))
                     .collect();
                 shared.settler.hand_out(&mut deliveries, |d| &d.token);
                 let unused = granted.saturating_sub(deliveries.len());

@@ -49,38 +49,13 @@ struct AckBuffer {
     settled_unreleased: usize,
     /// Deliveries held per partition, for revocations to wait on.
     held: Held,
-    /// Emptied messages of handled deliveries, for the next fetched ones
-    /// (see `Recycler`); at most `prefetch`.
-    shells: Vec<Arc<Message>>,
 }
 
 impl AckBuffer {
     fn take_for_sending(&mut self) -> Vec<AckToken> {
         self.sending += self.tokens.len();
-        // Sized as the last one was, so the next batch grows no vector.
-        let capacity = self.tokens.capacity();
-        std::mem::replace(&mut self.tokens, Vec::with_capacity(capacity))
+        std::mem::take(&mut self.tokens)
     }
-
-    /// Prefetch slots that may be freed now: settled deliveries whose acks
-    /// are no longer waiting in the buffer or on their way, so the slots
-    /// held always equal the deliveries the broker still sees unacked.
-    fn free(&mut self) -> usize {
-        let waiting = self.tokens.len() + self.sending;
-        let free = self.settled_unreleased.saturating_sub(waiting);
-        self.settled_unreleased -= free;
-        free
-    }
-}
-
-/// What [`Settler::settle`] leaves to do once its lock is let go.
-pub(crate) struct Settled {
-    /// How many deliveries were settled.
-    pub(crate) count: usize,
-    /// Prefetch slots to free now.
-    pub(crate) free: usize,
-    /// A full batch of acks, taken for the caller to send.
-    pub(crate) send: Option<Vec<AckToken>>,
 }
 
 /// Settles deliveries of one subscription.
@@ -171,16 +146,14 @@ impl Settler {
         self.room.notify_one();
     }
 
-    /// Wakes a revocation waiting for its partitions' last deliveries (or
-    /// for acks on their way).
+    /// Wakes a revocation waiting for its partitions' last deliveries.
     fn released_last(&self, last: bool) {
         if last && self.revoked.any() {
             self.revoked.released.notify_waiters();
         }
     }
 
-    /// Waits until no delivery of `partitions` is held and no ack is on
-    /// its way to the broker (it may carry theirs), at most `deadline`;
+    /// Waits until no delivery of `partitions` is held, at most `deadline`;
     /// false when the deadline passed first.
     pub(crate) async fn drained(&self, partitions: &[TopicPartition], deadline: Duration) -> bool {
         let wait = async {
@@ -190,7 +163,7 @@ impl Settler {
                 released.as_mut().enable();
                 let holds = {
                     let acks = self.pending_acks.lock();
-                    acks.sending > 0 || partitions.iter().any(|tp| acks.held.holds(tp))
+                    partitions.iter().any(|tp| acks.held.holds(tp))
                 };
                 if !holds {
                     return;
@@ -206,72 +179,50 @@ impl Settler {
         self.subscription.ack(vec![delivery.token.clone()]).await
     }
 
-    /// Records deliveries as settled: those of `acked` to be acked (the
-    /// tokens are moved to the queue of acks, a full queue is taken for
-    /// the caller to send), those of `others` acked or released otherwise,
-    /// or dropped. One lock for all of it, as every handled message takes
-    /// this path.
-    ///
-    /// `shells` (emptied messages) are kept for the fetch loop, up to
-    /// `prefetch` of them; what does not fit is dropped.
-    pub(crate) fn settle<'a>(
-        &self,
-        acked: &mut Vec<AckToken>,
-        shells: &mut Vec<Arc<Message>>,
-        others: impl IntoIterator<Item = &'a AckToken>,
-    ) -> Settled {
-        let (settled, last) = {
+    /// Queues an ack; sends the queue when it is full.
+    pub(crate) async fn ack_buffered(&self, delivery: &Delivery) -> Result<()> {
+        let full = {
             let mut acks = self.pending_acks.lock();
-            let room = self.prefetch.saturating_sub(acks.shells.len());
-            if shells.len() <= room {
-                acks.shells.append(shells);
-            } else {
-                acks.shells.extend(shells.drain(..room));
-            }
-            let mut last = false;
-            for token in acked.iter() {
-                last |= acks.held.remove(token);
-            }
-            let mut count = acked.len();
-            acks.tokens.append(acked);
-            for token in others {
+            acks.tokens.push(delivery.token.clone());
+            (acks.tokens.len() >= self.ack_batch).then(|| acks.take_for_sending())
+        };
+        match full {
+            Some(tokens) => self.send_acks(tokens).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Sends taken acks; until the broker answered they still hold their slots.
+    async fn send_acks(&self, tokens: Vec<AckToken>) -> Result<()> {
+        let count = tokens.len();
+        let result = self.subscription.ack(tokens).await;
+        self.pending_acks.lock().sending -= count;
+        result
+    }
+
+    /// Records that the deliveries of `tokens` were settled (or dropped)
+    /// and returns how many prefetch slots may be freed now: settled
+    /// deliveries whose acks are no longer waiting in the buffer. So the
+    /// slots held always equal the deliveries the broker still sees unacked.
+    pub(crate) fn releasable<'a>(
+        &self,
+        tokens: impl IntoIterator<Item = &'a AckToken>,
+    ) -> (usize, usize) {
+        let (count, free, last) = {
+            let mut acks = self.pending_acks.lock();
+            let (mut count, mut last) = (0, false);
+            for token in tokens {
                 last |= acks.held.remove(token);
                 count += 1;
             }
             acks.settled_unreleased += count;
-            let send = (acks.tokens.len() >= self.ack_batch).then(|| acks.take_for_sending());
-            let free = acks.free();
-            (Settled { count, free, send }, last)
+            let waiting = acks.tokens.len() + acks.sending;
+            let free = acks.settled_unreleased.saturating_sub(waiting);
+            acks.settled_unreleased -= free;
+            (count, free, last)
         };
-        shells.clear();
         self.released_last(last);
-        settled
-    }
-
-    /// Moves up to `n` emptied messages into `into`, for deliveries to be
-    /// built in.
-    pub(crate) fn take_shells(&self, n: usize, into: &mut Vec<Arc<Message>>) {
-        let mut acks = self.pending_acks.lock();
-        let from = acks.shells.len().saturating_sub(n);
-        into.extend(acks.shells.drain(from..));
-    }
-
-    /// Sends taken acks; until the broker answered they still hold their slots.
-    pub(crate) async fn send_acks(&self, tokens: Vec<AckToken>) -> Result<()> {
-        let count = tokens.len();
-        let result = self.subscription.ack(tokens).await;
-        let none_on_the_way = {
-            let mut acks = self.pending_acks.lock();
-            acks.sending -= count;
-            acks.sending == 0
-        };
-        self.released_last(none_on_the_way);
-        result
-    }
-
-    /// Prefetch slots that may be freed now (see [`Settler::settle`]).
-    pub(crate) fn free_slots(&self) -> usize {
-        self.pending_acks.lock().free()
+        (count, free)
     }
 
     /// Sends queued acks.

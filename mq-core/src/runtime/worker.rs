@@ -7,27 +7,48 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::driver::AckToken;
 use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::handler::catch_panic;
 use crate::runtime::key_queue::KeyQueue;
-use crate::runtime::receive::Recycler;
 use crate::runtime::run::{drain, fetch_loop, fetch_while_workers_live, Shared};
 use crate::runtime::{Handler, HandlerError, HandlerResult};
 #[cfg(feature = "otel")]
 use crate::telemetry::WorkerTelemetry;
 
-/// Acks a worker collects before settling them together.
-const WORKER_ACKS: usize = 32;
-
 /// Runs `handler` on `concurrency` workers fed by a key-ordered queue.
 pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) -> Result<()> {
     let queue = Arc::new(KeyQueue::<Delivery>::new());
     let mut workers = JoinSet::new();
-    for worker in 0..shared.settings.concurrency.max(1) {
-        let caller = Caller::new(&shared, handler.clone());
-        workers.spawn(work(shared.clone(), queue.clone(), caller, worker));
+    for _ in 0..shared.settings.concurrency.max(1) {
+        let (shared, queue, handler) = (shared.clone(), queue.clone(), handler.clone());
+        workers.spawn(async move {
+            let mut caller = Caller::new(&shared, handler);
+            let mut finished_key = None;
+            loop {
+                let next = take_next(&queue, finished_key.take(), || caller.waited());
+                let Some((key, mut delivery)) = next.await else {
+                    break;
+                };
+                if shared.settler.revoked.contains(&delivery.token) {
+                    shared.dropped(std::slice::from_ref(&delivery));
+                    finished_key = key;
+                    continue;
+                }
+                match handle_one(&shared, &mut caller, &delivery).await {
+                    Handled::Settled => {
+                        shared.finished([&delivery.token]).await;
+                        finished_key = key;
+                    }
+                    Handled::RetryInPlace { pause } => {
+                        // The key stays busy, so its later messages cannot
+                        // overtake; the worker moves on to other keys.
+                        delivery.attempt = delivery.attempt.saturating_add(1);
+                        queue.defer(key, delivery, pause);
+                    }
+                }
+            }
+        });
     }
     let fetched = {
         let (queue, buffered, dropper) = (queue.clone(), queue.clone(), shared.clone());
@@ -49,7 +70,7 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
             },
             move |revoked| {
                 let gone = buffered.remove_where(|d| revoked.iter().any(|tp| d.token.is_in(tp)));
-                dropper.dropped(gone.iter().map(|d| &d.token));
+                dropper.dropped(&gone);
             },
         );
         fetch_while_workers_live(fetching, &mut workers).await
@@ -59,81 +80,20 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
     fetched.and(drained)
 }
 
-/// Worker number `worker`: handles what `queue` hands it until it closes.
-async fn work(
-    shared: Arc<Shared>,
-    queue: Arc<KeyQueue<Delivery>>,
-    mut caller: Caller,
-    worker: usize,
-) {
-    let mut handled = Handled::new();
-    let mut finished = None;
-    loop {
-        let next = queue.next(worker, finished.take());
-        tokio::pin!(next);
-        let next = match futures::poll!(next.as_mut()) {
-            Poll::Ready(next) => next,
-            Poll::Pending => {
-                handled.settle(&shared).await;
-                caller.waited();
-                next.await
-            }
-        };
-        let Some((key, mut delivery)) = next else {
-            break;
-        };
-        if shared.settler.revoked.contains(&delivery.token) {
-            shared.dropped([&delivery.token]);
-            finished = key;
-            continue;
-        }
-        match handle_one(&shared, &mut caller, &mut handled, &mut delivery).await {
-            Attempt::Settled => finished = key,
-            Attempt::RetryInPlace { pause } => {
-                // The key stays busy, so its later messages cannot
-                // overtake; the worker moves on to other keys.
-                delivery.attempt = delivery.attempt.saturating_add(1);
-                queue.defer(key, delivery, pause);
-            }
-        }
-    }
-    handled.settle(&shared).await;
-}
-
-/// What a worker handled and has not settled yet: acks, settled together
-/// (one lock for many messages while handlers finish without waiting),
-/// and the emptied messages of those deliveries. Settled before the worker
-/// waits (for a handler or for work) and before it stops, so the settled
-/// state (held deliveries, an idle consumer's flush, prefetch slots)
-/// trails only the messages handled since the worker last waited, at
-/// most `WORKER_ACKS`.
-struct Handled {
-    acks: Vec<AckToken>,
-    recycler: Recycler,
-}
-
-impl Handled {
-    fn new() -> Self {
-        Handled {
-            acks: Vec::with_capacity(WORKER_ACKS),
-            recycler: Recycler::new(),
-        }
-    }
-
-    /// `delivery` succeeded: its ack is queued.
-    async fn ack(&mut self, shared: &Shared, delivery: &mut Delivery) {
-        self.acks.push(delivery.token.clone());
-        self.recycler.recycle(delivery);
-        if self.acks.len() >= WORKER_ACKS {
-            self.settle(shared).await;
-        }
-    }
-
-    async fn settle(&mut self, shared: &Shared) {
-        if !self.acks.is_empty() {
-            shared
-                .settle(&mut self.acks, &mut self.recycler.shells, [])
-                .await;
+/// The next item of `queue` (after releasing `finished`); calls `on_wait`
+/// first when there is none yet and the worker has to wait.
+async fn take_next(
+    queue: &KeyQueue<Delivery>,
+    finished: Option<Arc<str>>,
+    on_wait: impl FnOnce(),
+) -> Option<(Option<Arc<str>>, Delivery)> {
+    let next = queue.next(finished);
+    tokio::pin!(next);
+    match futures::poll!(next.as_mut()) {
+        Poll::Ready(item) => item,
+        Poll::Pending => {
+            on_wait();
+            next.await
         }
     }
 }
@@ -165,9 +125,7 @@ impl Caller {
     }
 
     async fn call(&mut self, delivery: &Delivery) -> HandlerResult {
-        // Through the `dyn Handler` itself: `Arc<dyn Handler>` is a
-        // `Handler` too, whose call would box a second future per message.
-        let work = catch_panic(self.handler.as_ref().handle(delivery));
+        let work = catch_panic(self.handler.handle(delivery));
         #[cfg(feature = "otel")]
         if let Some(telemetry) = &mut self.telemetry {
             return telemetry.call(delivery, work).await;
@@ -185,9 +143,8 @@ impl Caller {
 }
 
 /// What became of one attempt at a delivery.
-enum Attempt {
-    /// Acked, dead-lettered, retried later or released, and its prefetch
-    /// slot accounted for: done here.
+enum Handled {
+    /// Acked, dead-lettered, retried later or released: done here.
     Settled,
     /// Ordered and failed: to be attempted again here after `pause`.
     RetryInPlace { pause: Duration },
@@ -195,34 +152,12 @@ enum Attempt {
 
 /// Makes one attempt at `delivery` and settles it, unless it is to be
 /// retried in place.
-async fn handle_one(
-    shared: &Shared,
-    caller: &mut Caller,
-    handled: &mut Handled,
-    delivery: &mut Delivery,
-) -> Attempt {
+async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -> Handled {
     let settler = &shared.settler;
     let attempt = delivery.attempt;
-    let result = {
-        let call = caller.call(delivery);
-        tokio::pin!(call);
-        match futures::poll!(call.as_mut()) {
-            Poll::Ready(result) => result,
-            Poll::Pending => {
-                // The handler waits: what this worker handled before is
-                // settled meanwhile rather than held up behind it.
-                handled.settle(shared).await;
-                call.await
-            }
-        }
-    };
-    let outcome = match result {
+    let outcome = match caller.call(delivery).await {
         Ok(()) if shared.settings.acked_by_handler => Ok(()),
-        Ok(()) => {
-            handled.ack(shared, delivery).await;
-            caller.settled();
-            return Attempt::Settled;
-        }
+        Ok(()) => settler.ack_buffered(delivery).await,
         Err(HandlerError::Reject { reason }) => settler.dead_letter(delivery, reason).await,
         Err(HandlerError::Retry { error, after }) => {
             let pause = settler.pause(after, attempt);
@@ -231,7 +166,7 @@ async fn handle_one(
             } else if shared.settings.ordered {
                 tracing::debug!(topic = delivery.topic(), attempt, %error, ?pause, "retrying in place");
                 caller.settled();
-                return Attempt::RetryInPlace { pause };
+                return Handled::RetryInPlace { pause };
             } else {
                 settler.retry(delivery, pause, error.to_string()).await
             }
@@ -244,6 +179,5 @@ async fn handle_one(
         }
     }
     caller.settled();
-    shared.finished([&delivery.token]).await;
-    Attempt::Settled
+    Handled::Settled
 }

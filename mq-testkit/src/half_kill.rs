@@ -9,14 +9,13 @@
 //! parent), passing the backend URL and names in [`CHILD_ENV`].
 
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use mq_core::{Client, HalfOutcome, Message, MessageId};
 
+use crate::child::{instructions, reachable, short_run, ChildTest};
 use crate::scenarios::{ScriptedChecker, PLAN};
-use crate::{require_brokers, wait_quiescent, Context, Recorder, QUIET};
+use crate::{wait_quiescent, Context, Recorder, QUIET};
 
 /// Where the parent tells the child what to do: `url`, `topic`, `group`
 /// and `producer group`, separated by newlines.
@@ -30,30 +29,24 @@ where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = mq_core::Result<Client>>,
 {
-    let spec = std::env::var(CHILD_ENV).unwrap_or_else(|_| {
-        panic!("run by half_message_survives_a_killed_producer, with {CHILD_ENV} set")
-    });
-    let [url, topic, group, producer_group]: [&str; 4] = spec
-        .lines()
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap_or_else(|_| panic!("{CHILD_ENV} must hold four lines"));
-    let client = connect(url.to_owned()).await.expect("child connects");
+    let [url, topic, group, producer_group] =
+        instructions::<4>(CHILD_ENV, "half_message_survives_a_killed_producer");
+    let client = connect(url).await.expect("child connects");
     client
         .admin()
-        .ensure_group(topic, group, mq_core::StartFrom::Earliest)
+        .ensure_group(&topic, &group, mq_core::StartFrom::Earliest)
         .await
         .expect("child creates the consumer group");
     // This process never decides: it is killed first.
     let producer = client
-        .half_producer(producer_group, ScriptedChecker::default())
+        .half_producer(&producer_group, ScriptedChecker::default())
         .with_check_after(Duration::from_secs(3600))
         .start()
         .await
         .expect("child starts its half producer");
     let half = producer
         .send(
-            Message::new(topic, "survived")
+            Message::new(&topic, "survived")
                 .with_key("order-7")
                 .with_header(PLAN, "commit"),
         )
@@ -72,20 +65,9 @@ where
     F: Fn(String) -> Fut,
     Fut: Future<Output = mq_core::Result<Client>>,
 {
-    let run = uuid::Uuid::now_v7().simple().to_string();
-    let run = run[run.len() - 12..].to_owned();
-    // Proves the broker answers before a child is started.
-    match connect(url.clone()).await {
-        Ok(client) => {
-            let _ = client.close().await;
-        }
-        Err(error) if require_brokers() => {
-            panic!("MQ_REQUIRE_BROKERS=1 but the broker is unreachable: {error}")
-        }
-        Err(error) => {
-            eprintln!("SKIPPED half_message_survives_a_killed_producer: no broker ({error})");
-            return;
-        }
+    let run = short_run();
+    if !reachable("half_message_survives_a_killed_producer", &url, &connect).await {
+        return;
     }
     let names = Context::new(
         Client::new(mq_core::memory::MemoryDriver::new()),
@@ -163,27 +145,11 @@ where
 /// Starts the child test and SIGKILLs it as soon as it reports its half
 /// message prepared; returns that message's id.
 fn run_child_until_prepared(child_test: &str, spec: &[&str]) -> MessageId {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let mut child = Command::new(exe)
-        .args([child_test, "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, spec.join("\n"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the child producer");
-    let stdout = child.stdout.take().expect("child stdout");
-    let mut id = None;
-    for line in BufReader::new(stdout).lines() {
-        let line = line.expect("read the child's output");
-        // libtest prints the test's name on the same line first.
-        if let Some(at) = line.find(PREPARED) {
-            let printed = line[at + PREPARED.len()..].trim();
-            id = Some(MessageId::parse(printed).expect("the child printed an id"));
-            break;
-        }
-    }
-    // Child::kill sends SIGKILL: no destructor, no flush, no goodbye.
-    let _ = child.kill();
-    let status = child.wait().expect("reap the child");
+    let mut child = ChildTest::start(child_test, CHILD_ENV, spec);
+    let id = child
+        .next_marked(PREPARED)
+        .map(|printed| MessageId::parse(&printed).expect("the child printed an id"));
+    let status = child.kill();
     id.unwrap_or_else(|| panic!("the child exited ({status}) before preparing its half message"))
 }
 

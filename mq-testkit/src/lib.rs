@@ -21,7 +21,10 @@
 //! reach its broker returns `None` and the test prints why it skips, unless
 //! `MQ_REQUIRE_BROKERS=1`, where it fails.
 
+mod child;
+pub mod consumer_kill;
 mod context;
+pub mod delay_kill;
 mod fault_proxy;
 pub mod half_kill;
 mod harness;

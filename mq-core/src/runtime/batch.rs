@@ -80,10 +80,16 @@ pub(crate) async fn run_batches(
         workers.spawn(lane(shared.clone(), handler.clone(), rx, batch));
     }
     let mut next_keyless = 0usize;
+    // A fetched batch goes to each lane in one send, not one per message.
+    let mut split: Vec<Vec<Delivery>> = (0..lanes).map(|_| Vec::new()).collect();
     // Lanes drop buffered deliveries of revoked partitions as they reach them.
     let fetching = fetch_loop(
         shared.clone(),
         |batch| {
+            let share = batch.len() / lanes + 1;
+            for lane in split.iter_mut() {
+                lane.reserve(share);
+            }
             for d in batch {
                 let lane = match d.message.key() {
                     Some(key) => partition_for_key(key, lanes as u32) as usize,
@@ -92,7 +98,12 @@ pub(crate) async fn run_batches(
                         next_keyless
                     }
                 };
-                let _ = senders[lane].send(d);
+                split[lane].push(d);
+            }
+            for (lane, deliveries) in split.iter_mut().enumerate() {
+                if !deliveries.is_empty() {
+                    let _ = senders[lane].send(std::mem::take(deliveries));
+                }
             }
         },
         |_| {},
@@ -106,49 +117,80 @@ pub(crate) async fn run_batches(
 async fn lane(
     shared: Arc<Shared>,
     handler: Arc<dyn BatchHandler>,
-    mut rx: mpsc::UnboundedReceiver<Delivery>,
+    mut rx: mpsc::UnboundedReceiver<Vec<Delivery>>,
     settings: BatchOptions,
 ) {
     let mut stop = shared.stop.clone();
+    let max = settings.max_messages().max(1);
+    // Received, in order, and not yet in a batch.
+    let mut queued: Vec<Delivery> = Vec::new();
+    let (mut acks, mut others) = (Vec::new(), Vec::new());
     loop {
-        let first = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            next = rx.recv() => match next { Some(d) => d, None => return },
-        };
-        let mut batch = vec![first];
+        if queued.is_empty() {
+            queued = tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                next = rx.recv() => match next { Some(d) => d, None => return },
+            };
+        }
         let deadline = tokio::time::Instant::from_std(crate::driver::clock::deadline_after(
             settings.max_wait(),
         ));
-        while batch.len() < settings.max_messages() {
+        while queued.len() < max {
             match rx.try_recv() {
-                Ok(d) => {
-                    batch.push(d);
+                Ok(more) => {
+                    queued.extend(more);
                     continue;
                 }
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {}
             }
+            // Waiting is pointless while the prefetch bound holds fetching
+            // back: nothing more comes until batches like this one settle.
+            let holding_back = shared.holding_back.notified();
+            tokio::pin!(holding_back);
+            holding_back.as_mut().enable();
+            if shared.is_held_back() {
+                break;
+            }
             tokio::select! {
-                next = rx.recv() => match next { Some(d) => batch.push(d), None => break },
+                next = rx.recv() => match next { Some(more) => queued.extend(more), None => break },
                 _ = tokio::time::sleep_until(deadline) => break,
+                _ = holding_back => break,
             }
         }
-        let (revoked, batch): (Vec<Delivery>, Vec<Delivery>) = batch
-            .into_iter()
-            .partition(|d| shared.settler.revoked.contains(&d.token));
-        shared.dropped(&revoked);
+        let rest = if queued.len() > max {
+            queued.split_off(max)
+        } else {
+            Vec::new()
+        };
+        let mut batch = std::mem::replace(&mut queued, rest);
+        if shared.settler.revoked.any() {
+            let (revoked, kept): (Vec<Delivery>, Vec<Delivery>) = batch
+                .into_iter()
+                .partition(|d| shared.settler.revoked.contains(&d.token));
+            shared.dropped(&revoked);
+            batch = kept;
+        }
         if batch.is_empty() {
             continue;
         }
-        if !handle_batch(&shared, handler.as_ref(), &batch).await {
+        let Some(succeeded) = handle_batch(&shared, handler.as_ref(), &batch).await else {
             return;
-        }
-        shared.finished(batch.iter().map(|d| &d.token)).await;
+        };
+        let settled = if succeeded { &mut acks } else { &mut others };
+        settled.extend(batch.iter().map(|d| d.token.clone()));
+        shared.settle(&mut acks, &mut others).await;
     }
 }
 
-/// Handles one batch to completion; false when stopping before it was settled.
-async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Delivery]) -> bool {
+/// Handles one batch to completion: `Some(true)` when it is to be acked,
+/// `Some(false)` when its messages were settled otherwise (retried later,
+/// dead-lettered), `None` when stopping before either.
+async fn handle_batch(
+    shared: &Shared,
+    handler: &dyn BatchHandler,
+    batch: &[Delivery],
+) -> Option<bool> {
     let settler = &shared.settler;
     let mut attempt = batch.iter().map(Delivery::attempt).max().unwrap_or(1);
     let mut retried: Option<Vec<Delivery>> = None;
@@ -157,13 +199,7 @@ async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Deli
         let outcome = catch_panic(handler.handle_batch(current)).await;
         let mut settle_errors = Vec::new();
         match outcome {
-            Ok(()) => {
-                for d in current {
-                    if let Err(e) = settler.ack_buffered(d).await {
-                        settle_errors.push(e);
-                    }
-                }
-            }
+            Ok(()) => return Some(true),
             Err(HandlerError::Reject { reason }) => {
                 for d in current {
                     if let Err(e) = settler.dead_letter(d, reason.clone()).await {
@@ -175,7 +211,7 @@ async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Deli
                 let pause = settler.pause(after, attempt);
                 if shared.settings.ordered && !settler.policy.exhausted(attempt) {
                     if shared.pause_or_stop(pause).await {
-                        return false;
+                        return None;
                     }
                     attempt += 1;
                     retried = Some(current.iter().map(|d| d.with_attempt(attempt)).collect());
@@ -196,6 +232,6 @@ async fn handle_batch(shared: &Shared, handler: &dyn BatchHandler, batch: &[Deli
         for error in settle_errors {
             tracing::warn!(%error, "settling a batch message failed; it will be redelivered");
         }
-        return true;
+        return Some(false);
     }
 }

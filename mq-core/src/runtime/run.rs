@@ -1,11 +1,11 @@
 //! The consumer loop: fetch within the prefetch bound, hand deliveries to
 //! workers, and shut down gracefully.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::driver::{AckToken, Backoff, TopicPartition};
@@ -13,10 +13,14 @@ use crate::error::{Error, Result};
 use crate::message::Delivery;
 use crate::runtime::rebalance::serve_rebalance;
 use crate::runtime::receive::delivery_from_raw;
-use crate::runtime::settle::Settler;
+use crate::runtime::settle::{Settled, Settler};
 
 /// Most deliveries asked of the driver in one fetch.
 const MAX_FETCH: usize = 512;
+
+/// How long the fetch loop waits for prefetch slots before it sends the
+/// acks still waiting for a full batch (they hold slots too).
+const HELD_BACK_FLUSH: Duration = Duration::from_millis(10);
 
 /// Pauses between failed fetches.
 const FETCH_BACKOFF: Backoff =
@@ -44,6 +48,11 @@ pub(crate) struct Shared {
     pub(crate) stop: watch::Receiver<bool>,
     permits: Arc<Semaphore>,
     in_flight: AtomicUsize,
+    /// Whether the fetch loop waits for prefetch slots: nothing more is
+    /// fetched until deliveries settle.
+    held_back: AtomicBool,
+    /// Woken when the fetch loop starts waiting for prefetch slots.
+    pub(crate) holding_back: Notify,
     #[cfg(feature = "otel")]
     pub(crate) telemetry: Option<crate::telemetry::ProcessTelemetry>,
 }
@@ -61,24 +70,47 @@ impl Shared {
             settings,
             stop,
             in_flight: AtomicUsize::new(0),
+            held_back: AtomicBool::new(false),
+            holding_back: Notify::new(),
             #[cfg(feature = "otel")]
             telemetry,
         })
     }
 
-    /// Called once per delivery when it is settled. Its prefetch slot is
-    /// freed once its ack has reached the broker, so the bound holds at the
-    /// broker too; buffered acks are flushed when the consumer goes idle.
-    pub(crate) async fn finished<'a>(&self, tokens: impl IntoIterator<Item = &'a AckToken>) {
-        let (count, mut free) = self.settler.releasable(tokens);
-        let idle = self.in_flight.fetch_sub(count, Ordering::AcqRel) == count;
-        if idle {
-            if let Err(error) = self.settler.flush().await {
+    /// Settles what a worker finished: `acks` (taken) are acked in
+    /// batches, `others` (emptied) were settled otherwise. A delivery's
+    /// prefetch slot is freed once its ack has reached the broker, so the
+    /// bound holds at the broker too; buffered acks are flushed when the
+    /// consumer goes idle.
+    pub(crate) async fn settle(&self, acks: &mut Vec<AckToken>, others: &mut Vec<AckToken>) {
+        if acks.is_empty() && others.is_empty() {
+            return;
+        }
+        let Settled {
+            count,
+            mut free,
+            send,
+        } = self.settler.settle(acks, others);
+        others.clear();
+        if let Some(batch) = send {
+            if let Err(error) = self.settler.send_acks(batch).await {
                 tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
             }
             free += self.settler.releasable([]).1;
         }
         self.permits.add_permits(free);
+        if self.in_flight.fetch_sub(count, Ordering::AcqRel) == count {
+            self.flush_acks().await;
+        }
+    }
+
+    /// Sends the acks waiting for a full batch (nothing is in flight, or
+    /// fetching waits for their slots) and frees their slots.
+    async fn flush_acks(&self) {
+        if let Err(error) = self.settler.flush().await {
+            tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
+        }
+        self.permits.add_permits(self.settler.releasable([]).1);
     }
 
     /// Called for deliveries dropped unhandled (their partition was
@@ -87,6 +119,18 @@ impl Shared {
         let (count, free) = self.settler.releasable(deliveries.iter().map(|d| &d.token));
         self.in_flight.fetch_sub(count, Ordering::AcqRel);
         self.permits.add_permits(free);
+    }
+
+    /// Whether the fetch loop waits for prefetch slots.
+    pub(crate) fn is_held_back(&self) -> bool {
+        self.held_back.load(Ordering::Acquire)
+    }
+
+    fn hold_back(&self, waiting: bool) {
+        self.held_back.store(waiting, Ordering::Release);
+        if waiting {
+            self.holding_back.notify_waiters();
+        }
     }
 
     /// Waits for `stop`, or for a pause to pass; true when stopping.
@@ -118,6 +162,8 @@ pub(crate) async fn fetch_loop(
     // prefetch bound holds fetching back; see `runtime::rebalance`.
     let mut rebalances = true;
     loop {
+        let held_back = shared.permits.available_permits() == 0;
+        shared.hold_back(held_back);
         let first = tokio::select! {
             _ = stop.wait_for(|s| *s) => return Ok(()),
             event = subscription.rebalance(), if rebalances => {
@@ -127,20 +173,27 @@ pub(crate) async fn fetch_loop(
                 }
                 continue;
             }
-            permit = shared.permits.clone().acquire_owned() => permit,
+            permit = shared.permits.clone().acquire_owned() => Some(permit),
+            _ = tokio::time::sleep(HELD_BACK_FLUSH), if held_back => None,
         };
+        let Some(first) = first else {
+            shared.flush_acks().await;
+            continue;
+        };
+        if held_back {
+            shared.hold_back(false);
+        }
         let Ok(first) = first else { return Ok(()) };
         first.forget();
-        let mut granted = 1;
-        while granted < MAX_FETCH {
-            match shared.permits.try_acquire() {
-                Ok(permit) => {
-                    permit.forget();
-                    granted += 1;
-                }
-                Err(_) => break,
+        // Only this loop takes permits, so what is available stays so.
+        let more = shared.permits.available_permits().min(MAX_FETCH - 1);
+        let granted = match shared.permits.try_acquire_many(more as u32) {
+            Ok(permits) if more > 0 => {
+                permits.forget();
+                1 + more
             }
-        }
+            _ => 1,
+        };
         let fetched = tokio::select! {
             _ = stop.wait_for(|s| *s) => {
                 shared.permits.add_permits(granted);

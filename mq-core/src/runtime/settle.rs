@@ -58,6 +58,13 @@ impl AckBuffer {
     }
 }
 
+/// What [`Settler::settle`] did.
+pub(crate) struct Settled {
+    pub(crate) count: usize,
+    pub(crate) free: usize,
+    pub(crate) send: Option<Vec<AckToken>>,
+}
+
 /// Settles deliveries of one subscription.
 pub(crate) struct Settler {
     pub(crate) client: Client,
@@ -179,25 +186,37 @@ impl Settler {
         self.subscription.ack(vec![delivery.token.clone()]).await
     }
 
-    /// Queues an ack; sends the queue when it is full.
-    pub(crate) async fn ack_buffered(&self, delivery: &Delivery) -> Result<()> {
-        let full = {
-            let mut acks = self.pending_acks.lock();
-            acks.tokens.push(delivery.token.clone());
-            (acks.tokens.len() >= self.ack_batch).then(|| acks.take_for_sending())
-        };
-        match full {
-            Some(tokens) => self.send_acks(tokens).await,
-            None => Ok(()),
-        }
-    }
-
     /// Sends taken acks; until the broker answered they still hold their slots.
-    async fn send_acks(&self, tokens: Vec<AckToken>) -> Result<()> {
+    pub(crate) async fn send_acks(&self, tokens: Vec<AckToken>) -> Result<()> {
         let count = tokens.len();
         let result = self.subscription.ack(tokens).await;
         self.pending_acks.lock().sending -= count;
         result
+    }
+
+    /// Settles deliveries under one lock: `acks` (taken) join the buffered
+    /// acks, `others` were settled otherwise. Returns how many were
+    /// settled, how many prefetch slots may be freed now (as
+    /// [`releasable`](Self::releasable)), and a full batch of acks for the
+    /// caller to send.
+    pub(crate) fn settle(&self, acks: &mut Vec<AckToken>, others: &[AckToken]) -> Settled {
+        let (settled, last) = {
+            let mut buffer = self.pending_acks.lock();
+            let mut last = false;
+            for token in acks.iter().chain(others) {
+                last |= buffer.held.remove(token);
+            }
+            let count = acks.len() + others.len();
+            buffer.tokens.append(acks);
+            let send = (buffer.tokens.len() >= self.ack_batch).then(|| buffer.take_for_sending());
+            buffer.settled_unreleased += count;
+            let waiting = buffer.tokens.len() + buffer.sending;
+            let free = buffer.settled_unreleased.saturating_sub(waiting);
+            buffer.settled_unreleased -= free;
+            (Settled { count, free, send }, last)
+        };
+        self.released_last(last);
+        settled
     }
 
     /// Records that the deliveries of `tokens` were settled (or dropped)

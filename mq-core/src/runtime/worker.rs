@@ -1,12 +1,14 @@
 //! Handling one message: call the handler stack, then ack, retry (in place
 //! for ordered subscriptions, later for unordered ones) or dead-letter.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
+use crate::driver::AckToken;
 use crate::error::Result;
 use crate::message::Delivery;
 use crate::runtime::handler::catch_panic;
@@ -16,39 +18,16 @@ use crate::runtime::{Handler, HandlerError, HandlerResult};
 #[cfg(feature = "otel")]
 use crate::telemetry::WorkerTelemetry;
 
+/// Most items a worker takes from the queue at once.
+const CHUNK: usize = 16;
+
 /// Runs `handler` on `concurrency` workers fed by a key-ordered queue.
 pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) -> Result<()> {
     let queue = Arc::new(KeyQueue::<Delivery>::new());
     let mut workers = JoinSet::new();
     for _ in 0..shared.settings.concurrency.max(1) {
-        let (shared, queue, handler) = (shared.clone(), queue.clone(), handler.clone());
-        workers.spawn(async move {
-            let mut caller = Caller::new(&shared, handler);
-            let mut finished_key = None;
-            loop {
-                let next = take_next(&queue, finished_key.take(), || caller.waited());
-                let Some((key, mut delivery)) = next.await else {
-                    break;
-                };
-                if shared.settler.revoked.contains(&delivery.token) {
-                    shared.dropped(std::slice::from_ref(&delivery));
-                    finished_key = key;
-                    continue;
-                }
-                match handle_one(&shared, &mut caller, &delivery).await {
-                    Handled::Settled => {
-                        shared.finished([&delivery.token]).await;
-                        finished_key = key;
-                    }
-                    Handled::RetryInPlace { pause } => {
-                        // The key stays busy, so its later messages cannot
-                        // overtake; the worker moves on to other keys.
-                        delivery.attempt = delivery.attempt.saturating_add(1);
-                        queue.defer(key, delivery, pause);
-                    }
-                }
-            }
-        });
+        let caller = Caller::new(&shared, handler.clone());
+        workers.spawn(work(shared.clone(), queue.clone(), caller));
     }
     let fetched = {
         let (queue, buffered, dropper) = (queue.clone(), queue.clone(), shared.clone());
@@ -80,21 +59,93 @@ pub(crate) async fn run_handler(shared: Arc<Shared>, handler: Arc<dyn Handler>) 
     fetched.and(drained)
 }
 
-/// The next item of `queue` (after releasing `finished`); calls `on_wait`
-/// first when there is none yet and the worker has to wait.
-async fn take_next(
-    queue: &KeyQueue<Delivery>,
-    finished: Option<Arc<str>>,
-    on_wait: impl FnOnce(),
-) -> Option<(Option<Arc<str>>, Delivery)> {
-    let next = queue.next(finished);
-    tokio::pin!(next);
-    match futures::poll!(next.as_mut()) {
-        Poll::Ready(item) => item,
-        Poll::Pending => {
-            on_wait();
-            next.await
+/// One worker: takes chunks of the queue and handles their items in turn.
+/// What it finished is settled together (one lock for many messages)
+/// before it waits, for a handler or for work, so keys, acks and prefetch
+/// slots trail only the handlers that completed without waiting.
+async fn work(shared: Arc<Shared>, queue: Arc<KeyQueue<Delivery>>, mut caller: Caller) {
+    let workers = shared.settings.concurrency.max(1);
+    let mut chunk = VecDeque::with_capacity(CHUNK);
+    let mut done = Done::default();
+    loop {
+        let Some((key, mut delivery)) = chunk.pop_front() else {
+            done.settle(&shared, &queue).await;
+            let next = queue.next_chunk(&mut done.keys, &mut chunk, workers, CHUNK);
+            tokio::pin!(next);
+            let more = match futures::poll!(next.as_mut()) {
+                Poll::Ready(more) => more,
+                Poll::Pending => {
+                    caller.waited();
+                    next.await
+                }
+            };
+            if more {
+                continue;
+            }
+            break;
+        };
+        if *shared.stop.borrow() {
+            // Stopping: the rest of the chunk goes back unhandled.
+            let rest: Vec<Delivery> = std::iter::once(delivery)
+                .chain(chunk.drain(..).map(|(_, d)| d))
+                .collect();
+            shared.dropped(&rest);
+            break;
         }
+        if shared.settler.revoked.contains(&delivery.token) {
+            done.others.push(delivery.token.clone());
+            done.keys.extend(key);
+            continue;
+        }
+        let attempt = {
+            let attempt = handle_one(&shared, &mut caller, &delivery);
+            tokio::pin!(attempt);
+            match futures::poll!(attempt.as_mut()) {
+                Poll::Ready(attempt) => attempt,
+                Poll::Pending => {
+                    done.settle(&shared, &queue).await;
+                    attempt.await
+                }
+            }
+        };
+        match attempt {
+            Attempt::Succeeded => {
+                done.acks.push(delivery.token.clone());
+                done.keys.extend(key);
+            }
+            Attempt::Settled => {
+                done.others.push(delivery.token.clone());
+                done.keys.extend(key);
+            }
+            Attempt::RetryInPlace { pause } => {
+                // The key stays busy, so its later messages cannot
+                // overtake; the worker moves on to other keys.
+                delivery.attempt = delivery.attempt.saturating_add(1);
+                queue.defer(key, delivery, pause);
+            }
+        }
+    }
+    done.settle(&shared, &queue).await;
+}
+
+/// What a worker finished and has not settled yet.
+#[derive(Default)]
+struct Done {
+    /// Deliveries whose handler succeeded: to be acked.
+    acks: Vec<AckToken>,
+    /// Deliveries settled otherwise (dead-lettered, retried later,
+    /// released, revoked): their slots only.
+    others: Vec<AckToken>,
+    /// Their keys, to be released in the queue.
+    keys: Vec<Arc<str>>,
+}
+
+impl Done {
+    async fn settle(&mut self, shared: &Shared, queue: &KeyQueue<Delivery>) {
+        // Acks are queued before the keys are released: a key's next
+        // message may only be acked after this one.
+        shared.settle(&mut self.acks, &mut self.others).await;
+        queue.release_all(&mut self.keys);
     }
 }
 
@@ -125,7 +176,9 @@ impl Caller {
     }
 
     async fn call(&mut self, delivery: &Delivery) -> HandlerResult {
-        let work = catch_panic(self.handler.handle(delivery));
+        // Through the `dyn Handler` itself: `Arc<dyn Handler>` is a
+        // `Handler` too, whose call would box a second future per message.
+        let work = catch_panic(self.handler.as_ref().handle(delivery));
         #[cfg(feature = "otel")]
         if let Some(telemetry) = &mut self.telemetry {
             return telemetry.call(delivery, work).await;
@@ -143,8 +196,11 @@ impl Caller {
 }
 
 /// What became of one attempt at a delivery.
-enum Handled {
-    /// Acked, dead-lettered, retried later or released: done here.
+enum Attempt {
+    /// The handler succeeded: to be acked.
+    Succeeded,
+    /// Acked by the handler, dead-lettered, retried later or released:
+    /// done here.
     Settled,
     /// Ordered and failed: to be attempted again here after `pause`.
     RetryInPlace { pause: Duration },
@@ -152,12 +208,15 @@ enum Handled {
 
 /// Makes one attempt at `delivery` and settles it, unless it is to be
 /// retried in place.
-async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -> Handled {
+async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -> Attempt {
     let settler = &shared.settler;
     let attempt = delivery.attempt;
     let outcome = match caller.call(delivery).await {
         Ok(()) if shared.settings.acked_by_handler => Ok(()),
-        Ok(()) => settler.ack_buffered(delivery).await,
+        Ok(()) => {
+            caller.settled();
+            return Attempt::Succeeded;
+        }
         Err(HandlerError::Reject { reason }) => settler.dead_letter(delivery, reason).await,
         Err(HandlerError::Retry { error, after }) => {
             let pause = settler.pause(after, attempt);
@@ -166,7 +225,7 @@ async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -
             } else if shared.settings.ordered {
                 tracing::debug!(topic = delivery.topic(), attempt, %error, ?pause, "retrying in place");
                 caller.settled();
-                return Handled::RetryInPlace { pause };
+                return Attempt::RetryInPlace { pause };
             } else {
                 settler.retry(delivery, pause, error.to_string()).await
             }
@@ -179,5 +238,5 @@ async fn handle_one(shared: &Shared, caller: &mut Caller, delivery: &Delivery) -
         }
     }
     caller.settled();
-    Handled::Settled
+    Attempt::Settled
 }

@@ -1,4 +1,7 @@
-//! A producer killed between a half message and its commit: the checker
+//! Processes killed with SIGKILL. A consumer in the middle of its handlers:
+//! what it did not finish comes to the next member of its group. A sender
+//! of delayed messages while they wait: all arrive, none early. A producer
+//! killed between a half message and its commit: the checker
 //! of the next process to open the directory commits it.
 
 /// The engine checks half messages by itself, with the timing of its URL:
@@ -18,7 +21,7 @@ async fn connect(url: String) -> mq_core::Result<mq_core::Client> {
 
 fn fresh_url() -> String {
     let dir = tempfile::Builder::new()
-        .prefix("mq-native-half-kill-")
+        .prefix("mq-native-kill-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("temp dir")
         .keep();
@@ -26,3 +29,7 @@ fn fresh_url() -> String {
 }
 
 mq_testkit::half_kill_suite!(url: fresh_url(), connect: connect);
+
+mq_testkit::consumer_kill_suite!(url: fresh_url(), connect: connect);
+
+mq_testkit::delay_kill_suite!(url: fresh_url(), connect: connect);

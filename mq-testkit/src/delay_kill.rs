@@ -72,7 +72,7 @@ where
     if !reachable(SCENARIO, &url, &connect).await {
         return;
     }
-    let (topic, group) = {
+    let topic = {
         let client = connect(url.clone()).await.expect("connect to set up");
         if client.capabilities().delay == Support::Unsupported {
             eprintln!("SKIPPED {SCENARIO}: delay is unsupported");
@@ -88,7 +88,7 @@ where
         ctx.join(&topic, &group).await;
         // The native engine's directory is the child's while it lives.
         ctx.client.close().await.expect("close the set-up client");
-        (topic, group)
+        topic
     };
 
     let mut child = ChildTest::start(child_test, CHILD_ENV, &[&url, &topic]);

@@ -11,7 +11,7 @@
 //! Hops are at least once (a hop published and not yet acked when the
 //! process dies is published again), so duplicates are reported, not
 //! failed; they must carry their message's id, which is what a consumer
-//! that needs once dedups by ([`DedupLayer`](mq_core::DedupLayer)).
+//! that needs once dedups by ([`DedupLayer`](mq_core::idempotency::DedupLayer)).
 
 use std::collections::BTreeMap;
 use std::future::Future;

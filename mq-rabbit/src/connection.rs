@@ -120,6 +120,35 @@ impl Connector {
         Ok((channel, live.generation))
     }
 
+    /// Runs `call` until it succeeds, fails for another reason than a lost
+    /// connection, or `publish_timeout` has passed. For declarations and
+    /// joins, which are idempotent: a connection lost in the middle (also
+    /// one the broker closed after a crash) is re-established by the next
+    /// try's first use of the broker.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut call: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = self.deadline();
+        let backoff = Backoff::new(Duration::from_millis(20), self.options.max_backoff);
+        let mut failures = 0;
+        loop {
+            match call().await {
+                Err(error @ Error::Connection { .. }) if !self.is_closed() => {
+                    failures += 1;
+                    let pause = backoff.after(failures);
+                    if Instant::now() + pause > deadline {
+                        return Err(error);
+                    }
+                    tracing::debug!(%error, ?pause, "trying again on a new connection");
+                    tokio::time::sleep(pause).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
     /// A deadline `publish_timeout` from now, the default patience of calls.
     pub(crate) fn deadline(&self) -> Instant {
         Instant::now() + self.options.publish_timeout

@@ -138,15 +138,18 @@ impl Driver for RabbitDriver {
     async fn subscribe(&self, spec: SubscribeSpec) -> Result<Box<dyn DriverSubscription>> {
         self.check_open()?;
         let inner = &self.inner;
-        Ok(Box::new(
-            RabbitSubscription::join(
-                inner.connector.clone(),
-                inner.topology.clone(),
-                inner.options.clone(),
-                spec,
-            )
-            .await?,
-        ))
+        let joined = inner
+            .connector
+            .retrying(|| {
+                RabbitSubscription::join(
+                    inner.connector.clone(),
+                    inner.topology.clone(),
+                    inner.options.clone(),
+                    spec.clone(),
+                )
+            })
+            .await?;
+        Ok(Box::new(joined))
     }
 
     async fn ensure_group(&self, topic: &str, group: &str, _start: StartFrom) -> Result<()> {
@@ -155,14 +158,19 @@ impl Driver for RabbitDriver {
         // oldest message retained for a new group is the first published
         // after this. An existing group stays where it is.
         self.check_open()?;
-        self.inner.topology.ensure_group(topic, group).await
+        let topology = &self.inner.topology;
+        self.inner
+            .connector
+            .retrying(|| topology.ensure_group(topic, group))
+            .await
     }
 
     async fn ensure_topic(&self, topic: &str, spec: &TopicSpec) -> Result<()> {
         self.check_open()?;
+        let topology = &self.inner.topology;
         self.inner
-            .topology
-            .ensure_topic(topic, Some(spec.partitions))
+            .connector
+            .retrying(|| topology.ensure_topic(topic, Some(spec.partitions)))
             .await
             .map(|_| ())
     }

@@ -42,6 +42,16 @@ pub(crate) fn map(error: lapin::Error, context: &str) -> Error {
                 message: format!("{context}: the broker closed the connection: {text}"),
                 source: None,
             },
+            // A crash in the broker closes the whole connection, whatever the
+            // call was; RabbitMQ 3.10 crashes so when a consumer attaches to a
+            // quorum queue another client declared a moment before and the
+            // queue's process is not up yet. Done again, the call succeeds.
+            AMQPErrorKind::Hard(AMQPHardError::INTERNALERROR) => Error::Connection {
+                message: format!(
+                    "{context}: the broker closed the connection after an internal error: {text}"
+                ),
+                source: None,
+            },
             AMQPErrorKind::Hard(_) => Error::Backend {
                 backend: BACKEND,
                 message: format!("{context}: {text}"),
@@ -106,5 +116,19 @@ mod tests {
             Some((5_242_880, 4_194_304))
         );
         assert_eq!(oversize("PRECONDITION_FAILED - inequivalent arg"), None);
+    }
+
+    fn closed_with(kind: AMQPHardError) -> lapin::Error {
+        let amqp = lapin::protocol::AMQPError::new(AMQPErrorKind::Hard(kind), "closed".into());
+        lapin::Error::from(ErrorKind::ProtocolError(amqp))
+    }
+
+    #[test]
+    fn a_broker_crash_is_a_lost_connection() {
+        let error = map(closed_with(AMQPHardError::INTERNALERROR), "declaring");
+        assert!(matches!(error, Error::Connection { .. }), "{error:?}");
+        assert!(error.to_string().contains("internal error"), "{error}");
+        let error = map(closed_with(AMQPHardError::COMMANDINVALID), "declaring");
+        assert!(matches!(error, Error::Backend { .. }), "{error:?}");
     }
 }

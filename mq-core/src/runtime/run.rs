@@ -92,8 +92,8 @@ impl Shared {
             send,
         } = self.settler.settle(acks, others);
         others.clear();
-        if let Some(batch) = send {
-            if let Err(error) = self.settler.send_acks(batch).await {
+        if send {
+            if let Err(error) = self.settler.flush().await {
                 tracing::warn!(%error, "acknowledging failed; the messages will be redelivered");
             }
             free += self.settler.releasable([]).1;

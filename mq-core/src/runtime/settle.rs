@@ -62,7 +62,8 @@ impl AckBuffer {
 pub(crate) struct Settled {
     pub(crate) count: usize,
     pub(crate) free: usize,
-    pub(crate) send: Option<Vec<AckToken>>,
+    /// A full batch of acks waits: the caller should [`flush`](Settler::flush).
+    pub(crate) send: bool,
 }
 
 /// Settles deliveries of one subscription.
@@ -75,6 +76,12 @@ pub(crate) struct Settler {
     /// The partitions revoked and not yet let go of.
     pub(crate) revoked: Revoked,
     pending_acks: Mutex<AckBuffer>,
+    /// Held from taking acks out of the buffer until the broker answered,
+    /// so they reach it in the order they were settled: a later batch
+    /// accepted while an earlier one is refused (its partition being handed
+    /// over meanwhile) would redeliver a key's earlier messages after a
+    /// later one.
+    send_order: tokio::sync::Mutex<()>,
     /// Stream mode: deliveries handed out and not yet settled, bounded by `prefetch`.
     unsettled: AtomicUsize,
     prefetch: usize,
@@ -105,6 +112,7 @@ impl Settler {
             dead_letter,
             revoked: Revoked::default(),
             pending_acks: Mutex::new(AckBuffer::default()),
+            send_order: tokio::sync::Mutex::new(()),
             unsettled: AtomicUsize::new(0),
             prefetch,
             room: Notify::new(),
@@ -186,19 +194,11 @@ impl Settler {
         self.subscription.ack(vec![delivery.token.clone()]).await
     }
 
-    /// Sends taken acks; until the broker answered they still hold their slots.
-    pub(crate) async fn send_acks(&self, tokens: Vec<AckToken>) -> Result<()> {
-        let count = tokens.len();
-        let result = self.subscription.ack(tokens).await;
-        self.pending_acks.lock().sending -= count;
-        result
-    }
-
     /// Settles deliveries under one lock: `acks` (taken) join the buffered
     /// acks, `others` were settled otherwise. Returns how many were
     /// settled, how many prefetch slots may be freed now (as
-    /// [`releasable`](Self::releasable)), and a full batch of acks for the
-    /// caller to send.
+    /// [`releasable`](Self::releasable)), and whether a full batch of acks
+    /// waits to be sent.
     pub(crate) fn settle(&self, acks: &mut Vec<AckToken>, others: &[AckToken]) -> Settled {
         let (settled, last) = {
             let mut buffer = self.pending_acks.lock();
@@ -208,7 +208,7 @@ impl Settler {
             }
             let count = acks.len() + others.len();
             buffer.tokens.append(acks);
-            let send = (buffer.tokens.len() >= self.ack_batch).then(|| buffer.take_for_sending());
+            let send = buffer.tokens.len() >= self.ack_batch;
             buffer.settled_unreleased += count;
             let waiting = buffer.tokens.len() + buffer.sending;
             let free = buffer.settled_unreleased.saturating_sub(waiting);
@@ -244,13 +244,18 @@ impl Settler {
         (count, free)
     }
 
-    /// Sends queued acks.
+    /// Sends queued acks, after those taken earlier were answered; until
+    /// the broker answered they still hold their slots.
     pub(crate) async fn flush(&self) -> Result<()> {
+        let _turn = self.send_order.lock().await;
         let tokens = self.pending_acks.lock().take_for_sending();
         if tokens.is_empty() {
             return Ok(());
         }
-        self.send_acks(tokens).await
+        let count = tokens.len();
+        let result = self.subscription.ack(tokens).await;
+        self.pending_acks.lock().sending -= count;
+        result
     }
 
     /// The pause before the attempt after failed attempt `attempt`: the

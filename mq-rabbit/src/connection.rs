@@ -98,10 +98,9 @@ impl Connector {
                 Err(error) if !error.is_retryable() => return Err(error),
                 Err(error) => {
                     failures += 1;
-                    let pause = backoff.after(failures);
-                    if Instant::now() + pause > deadline {
+                    let Some(pause) = backoff.within(failures, deadline) else {
                         return Err(error);
-                    }
+                    };
                     tracing::warn!(%error, ?pause, "reconnecting to RabbitMQ");
                     tokio::time::sleep(pause).await;
                 }
@@ -137,10 +136,9 @@ impl Connector {
             match call().await {
                 Err(error @ Error::Connection { .. }) if !self.is_closed() => {
                     failures += 1;
-                    let pause = backoff.after(failures);
-                    if Instant::now() + pause > deadline {
+                    let Some(pause) = backoff.within(failures, deadline) else {
                         return Err(error);
-                    }
+                    };
                     tracing::debug!(%error, ?pause, "trying again on a new connection");
                     tokio::time::sleep(pause).await;
                 }

@@ -144,10 +144,9 @@ impl Publisher {
                 return Ok(());
             }
             rounds += 1;
-            let pause = backoff.after(rounds);
-            if Instant::now() + pause > deadline {
+            let Some(pause) = backoff.within(rounds, deadline) else {
                 return Err(last_error.unwrap_or(Error::Timeout(started.elapsed())));
-            }
+            };
             if let Some(error) = &last_error {
                 tracing::warn!(%error, count = retry.len(), "re-publishing unconfirmed messages");
             }

@@ -37,6 +37,23 @@ impl Backoff {
             .min(self.max)
     }
 
+    /// The pause after `failures` failures, or `None` when waiting it
+    /// would pass `deadline`: for loops that try until a deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mq_core::driver::Backoff;
+    /// use tokio::time::Instant;
+    /// let b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+    /// let soon = Instant::now() + Duration::from_secs(10);
+    /// assert_eq!(b.within(2, soon), Some(Duration::from_millis(200)));
+    /// assert_eq!(b.within(2, Instant::now()), None);
+    /// ```
+    pub fn within(&self, failures: u32, deadline: tokio::time::Instant) -> Option<Duration> {
+        let pause = self.after(failures);
+        (tokio::time::Instant::now() + pause <= deadline).then_some(pause)
+    }
+
     /// The longest pause.
     pub fn max(&self) -> Duration {
         self.max

@@ -189,7 +189,12 @@ impl DriverTransaction for KafkaTransaction {
 }
 
 impl Drop for KafkaTransaction {
-    /// A transaction dropped open is aborted in the background.
+    /// A transaction dropped open is aborted in the background, on a
+    /// thread of its own rather than the runtime's blocking pool: the drop
+    /// may come from a runtime shutting down (its tasks dropped wherever
+    /// they were), whose pool no longer starts anything, and a transaction
+    /// left open holds back every read_committed reader of its partitions
+    /// until the broker's transaction timeout.
     fn drop(&mut self) {
         let Some(producer) = self.producer.take() else {
             return;
@@ -201,11 +206,11 @@ impl Drop for KafkaTransaction {
                 inner.transactions.put_back(producer);
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn_blocking(abort);
-            }
-            Err(_) => abort(),
+        let spawned = std::thread::Builder::new()
+            .name("mq-kafka-abort".into())
+            .spawn(abort);
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread to abort a dropped transaction; it stays open until the broker's transaction timeout");
         }
     }
 }

@@ -13,9 +13,11 @@
 //!   and gone the delay forwarders' shared group sits in a rebalance with
 //!   ghost members and forwards nothing.
 //!
-//! Against Apache Kafka run them with `cargo test -p mq-kafka --test
-//! conformance -- --ignored`. Every other scenario runs here (a new one
-//! must be added to this list).
+//! `tests/second_broker.rs` runs three of them (not
+//! `members_start_and_stop_concurrently`) on a second implementation,
+//! tansu. Against Apache Kafka run all four with `cargo test -p mq-kafka
+//! --test conformance -- --ignored`. Every other scenario runs here (a new
+//! one must be added to this list).
 
 mod support;
 

@@ -31,6 +31,21 @@ pub async fn client() -> Option<Client> {
     .await
 }
 
+/// The second test broker (`MQ_TEST_KAFKA_SECOND_URL`, in CI tansu on
+/// 127.0.0.1:19092), for scenarios the first one cannot run.
+pub const SECOND_DEFAULT_URL: &str = "kafka://127.0.0.1:19092";
+
+/// A client of the second test broker, or `None` (printed) when it is
+/// unreachable.
+pub async fn second_client() -> Option<Client> {
+    mq_testkit::connect_or_skip(
+        "MQ_TEST_KAFKA_SECOND_URL",
+        SECOND_DEFAULT_URL,
+        |config| async move { Ok(Client::new(mq_kafka::KafkaDriver::connect(&config).await?)) },
+    )
+    .await
+}
+
 /// A client with `extra` options added to the URL's.
 pub async fn client_with(extra: &str) -> Client {
     let base = url();

@@ -6,8 +6,9 @@
 //!   `BaseProducer` with the same settings (idempotent, acks=all,
 //!   linger 5 ms), each waiting for every delivery report;
 //! - consume: a consumer with a handler acking each message against a raw
-//!   `StreamConsumer` reading as fast as it can, each from the earliest
-//!   offset of a topic holding the messages, timed from the first message
+//!   `StreamConsumer` reading as fast as it can, both from the earliest
+//!   offset of the topic the SDK published (the same records, headers
+//!   included), each in a group of its own, timed from the first message
 //!   on (the group join is the broker's, the same for both; it is
 //!   printed apart).
 
@@ -42,7 +43,7 @@ async fn main() -> mq_core::Result<()> {
     let sdk_send = sdk_publish(&client, &sdk_topic, n, &payload).await?;
     let raw_send = raw_publish(&bootstrap, &raw_topic, n, &payload);
     let sdk_recv = sdk_consume(&client, &sdk_topic, n).await?;
-    let raw_recv = raw_consume(&bootstrap, &raw_topic, n).await;
+    let raw_recv = raw_consume(&bootstrap, &sdk_topic, n).await;
 
     println!("\nkafka bench: {n} messages of {bytes} bytes, {url}\n");
     println!("| workload | SDK msg/s | raw rdkafka msg/s | SDK / raw |");
@@ -146,7 +147,7 @@ async fn sdk_consume(client: &Client, topic: &str, n: usize) -> mq_core::Result<
 async fn raw_consume(bootstrap: &str, topic: &str, n: usize) -> Duration {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{topic}-g"))
+        .set("group.id", format!("{topic}-raw-g"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .create()

@@ -15,10 +15,12 @@
 //!   `commit_interval`, on revoke and on close. librdkafka never commits
 //!   on its own (`enable.auto.commit=false`).
 //! - **Backpressure**: when the buffer holds `buffer_limit` records (twice
-//!   the prefetch, at least 1024: pausing drops what librdkafka fetched
-//!   ahead, so it must be rare on a busy member) the
-//!   assigned partitions are paused, and resumed once half was fetched;
-//!   polling never stops, so the member never exceeds
+//!   the prefetch, at least 1024) the poll thread stops taking records and
+//!   waits for the runtime to take some, leaving what librdkafka fetched
+//!   ahead in its queue. Only a buffer full for longer than
+//!   `poller::PAUSE_AFTER` (the runtime is stalled, not just busy) pauses
+//!   the assigned partitions, which drops librdkafka's queue, until half
+//!   was taken; polling then goes on, so the member never exceeds
 //!   `max.poll.interval.ms` however slow its handlers.
 //! - **Give back** (`nack`): Kafka cannot redeliver one record, so the
 //!   partition is rewound to its committed offset and every unacked record
@@ -40,7 +42,7 @@ use mq_core::driver::{
     StartFrom, SubscribeSpec,
 };
 use mq_core::{Error, Result};
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::TopicPartitionList;
 use tokio::sync::{oneshot, Notify};
@@ -59,6 +61,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Wakes a fetch waiting for records.
     ready: Notify,
+    /// Wakes the poll thread waiting for room in a full buffer.
+    room_freed: Condvar,
     rebalances: RebalanceQueue,
     /// Set on close: the poll thread leaves the group.
     closing: AtomicBool,
@@ -143,7 +147,18 @@ impl Shared {
         if state.buffer.is_empty() {
             return None;
         }
-        Some(state.take(max, |d| self.slot_of_token(&d.token)))
+        let taken = state.take(max, |d| self.slot_of_token(&d.token));
+        self.room_freed.notify_one();
+        Some(taken)
+    }
+
+    /// Waits up to `limit` while the buffer is full; whether it still is.
+    fn wait_for_room(&self, limit: Duration) -> bool {
+        let mut state = self.state.lock();
+        if state.buffer.len() >= self.buffer_limit {
+            self.room_freed.wait_for(&mut state, limit);
+        }
+        state.buffer.len() >= self.buffer_limit
     }
 
     /// How many more records the buffer takes before it is full.
@@ -242,6 +257,7 @@ impl KafkaSubscription {
             topics,
             state: Mutex::default(),
             ready: Notify::new(),
+            room_freed: Condvar::new(),
             rebalances: RebalanceQueue::new(),
             closing: AtomicBool::new(false),
             leaving: Mutex::default(),

@@ -26,6 +26,12 @@ pub(super) type MemberConsumer = BaseConsumer<MemberContext>;
 const POLL_WAIT: Duration = Duration::from_millis(20);
 /// Records taken from librdkafka per wake-up, at most.
 const POLL_BATCH: usize = 1024;
+/// How long the buffer may stay full before the partitions are paused:
+/// a runtime merely busy takes records again well within it, and pausing
+/// drops every record librdkafka fetched ahead (fetched again on resume).
+/// Rebalance callbacks wait while the thread waits, so this bounds how
+/// late a revocation starts.
+pub(super) const PAUSE_AFTER: Duration = Duration::from_millis(500);
 /// Longest wait for the group to let the member go on close.
 const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -205,6 +211,7 @@ pub(super) fn commit(consumer: &MemberConsumer, shared: &Shared, mode: CommitMod
 pub(super) fn run(consumer: MemberConsumer, shared: &Shared) {
     let mut last_commit = Instant::now();
     let mut batch: Vec<RawDelivery> = Vec::with_capacity(POLL_BATCH);
+    let mut full_since: Option<Instant> = None;
     while !shared.closing.load(Ordering::Acquire) {
         for slot in shared.take_rewinds() {
             let at = shared.state.lock().rewind(slot, &shared.topics);
@@ -220,10 +227,18 @@ pub(super) fn run(consumer: MemberConsumer, shared: &Shared) {
                 }
             }
         }
-        backpressure(&consumer, shared);
         if last_commit.elapsed() >= shared.commit_interval {
             commit(&consumer, shared, CommitMode::Async);
             last_commit = Instant::now();
+        }
+        let stalled = full_since.is_some_and(|since| since.elapsed() >= PAUSE_AFTER);
+        backpressure(&consumer, shared, stalled);
+        if !shared.paused.load(Ordering::Acquire) && shared.wait_for_room(POLL_WAIT) {
+            full_since.get_or_insert_with(Instant::now);
+            continue;
+        }
+        if shared.room() > 0 {
+            full_since = None;
         }
         let mut wait = POLL_WAIT;
         // Never more than the buffer's room: what is read counts as
@@ -258,12 +273,13 @@ pub(super) fn run(consumer: MemberConsumer, shared: &Shared) {
     leave(consumer, shared);
 }
 
-/// Pauses every assigned partition while the buffer is full, and resumes
-/// them once the runtime took half of it.
-fn backpressure(consumer: &MemberConsumer, shared: &Shared) {
+/// Pauses every assigned partition once the buffer has been full for
+/// [`PAUSE_AFTER`] (`stalled`), and resumes them once the runtime took
+/// half of it.
+fn backpressure(consumer: &MemberConsumer, shared: &Shared, stalled: bool) {
     let buffered = shared.state.lock().buffer.len();
     let paused = shared.paused.load(Ordering::Acquire);
-    let change = if !paused && buffered >= shared.buffer_limit {
+    let change = if !paused && stalled && buffered >= shared.buffer_limit {
         Some(true)
     } else if paused && buffered <= shared.buffer_limit / 2 {
         Some(false)

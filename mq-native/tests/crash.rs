@@ -19,7 +19,7 @@ use mq_core::driver::{Driver, SubscribeSpec};
 use mq_core::{Message, TopicSpec};
 use mq_native::NativeDriver;
 use rand::Rng;
-use support::{fresh_dir, open};
+use support::{check_sequence, fresh_dir, open};
 
 const TOPIC: &str = "seq";
 
@@ -159,15 +159,7 @@ async fn kill_nine_loses_no_acked_message() {
             .await
             .expect("read back");
         driver.close().await.expect("close");
-        for (i, payload) in seen.iter().enumerate() {
-            let expected = next_seq + i as u64;
-            assert_eq!(
-                payload,
-                &format!("{expected:012}"),
-                "round {rounds}: gap, duplicate or reorder at {expected}"
-            );
-        }
-        next_seq += seen.len() as u64;
+        next_seq = check_sequence(seen.iter().map(String::as_str), next_seq, rounds);
         if let Some(acked) = acked {
             assert!(
                 next_seq > acked,

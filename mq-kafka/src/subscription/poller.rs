@@ -237,13 +237,14 @@ pub(super) fn run(consumer: MemberConsumer, shared: &Shared) {
             full_since.get_or_insert_with(Instant::now);
             continue;
         }
-        if shared.room() > 0 {
+        let room = shared.room();
+        if room > 0 {
             full_since = None;
         }
         let mut wait = POLL_WAIT;
         // Never more than the buffer's room: what is read counts as
         // handed to this member until the runtime takes it.
-        let room = shared.room().clamp(1, POLL_BATCH);
+        let room = room.clamp(1, POLL_BATCH);
         while batch.len() < room {
             match consumer.poll(wait) {
                 Some(Ok(record)) => {

@@ -37,3 +37,23 @@ pub async fn sub(driver: &NativeDriver, topic: &str, group: &str) -> Box<dyn Dri
         .await
         .expect("subscribe")
 }
+
+/// Checks that `payloads` are the sequence numbers from `first` on, each
+/// once and in order (as the kill -9 loops' children write them); returns
+/// the number after the last.
+pub fn check_sequence<'a>(
+    payloads: impl IntoIterator<Item = &'a str>,
+    first: u64,
+    round: u64,
+) -> u64 {
+    let mut next = first;
+    for payload in payloads {
+        assert_eq!(
+            payload,
+            format!("{next:012}"),
+            "round {round}: gap, duplicate or reorder at {next}"
+        );
+        next += 1;
+    }
+    next
+}
